@@ -1,0 +1,28 @@
+import importlib.metadata
+
+from . import solvers as solvers
+from ._adjoint import (
+    AbstractAdjoint as AbstractAdjoint,
+    ImplicitAdjoint as ImplicitAdjoint,
+)
+from ._argmin import ImplicitArgmin as ImplicitArgmin
+from ._conditions import (
+    AbstractCondition as AbstractCondition,
+    AbstractFixedPointCondition as AbstractFixedPointCondition,
+    AbstractObjectiveCondition as AbstractObjectiveCondition,
+    FixedPoint as FixedPoint,
+    GradientDescentFixedPoint as GradientDescentFixedPoint,
+    NewtonFixedPoint as NewtonFixedPoint,
+    Root as Root,
+    Stationarity as Stationarity,
+)
+from ._custom_root import (
+    custom_fixed_point as custom_fixed_point,
+    custom_root as custom_root,
+)
+from ._operators import jacobian_operators as jacobian_operators
+from ._results import RESULTS as RESULTS
+from ._solution import Solution as Solution
+
+
+__version__ = importlib.metadata.version("implicitx")

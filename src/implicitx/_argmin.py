@@ -1,0 +1,136 @@
+import equinox as eqx
+import equinox.internal as eqxi
+import jax
+import jax.tree_util as jtu
+from jaxtyping import ArrayLike, PyTree
+
+from ._adjoint import AbstractAdjoint, ImplicitAdjoint
+from ._conditions import AbstractCondition
+from ._misc import inexact_leaves_asarray, structure_string
+from ._results import RESULTS
+from ._solution import Solution
+from .solvers import AbstractSolver
+
+
+def _shape_dtype(tree):
+    return jtu.tree_map(
+        lambda s: (tuple(s.shape), jax.numpy.dtype(s.dtype)),
+        jax.eval_shape(lambda: tree) if not _is_struct_tree(tree) else tree,
+    )
+
+
+def _is_struct_tree(tree) -> bool:
+    return all(isinstance(x, jax.ShapeDtypeStruct) for x in jtu.tree_leaves(tree))
+
+
+class ImplicitArgmin(eqx.Module):
+    """The solution of an optimisation problem as a differentiable function of its
+    parameters: `argmin(theta) = x*(theta)`.
+
+    Combines an optimality condition (which defines the solution and hence its
+    derivatives), a forward solver (which finds it, and is never differentiated) and an
+    adjoint (how derivatives are obtained; exact implicit differentiation by default).
+
+    It is an `equinox.Module`: it can be stored inside other modules, and
+    `equinox.filter_grad` differentiates with respect to the array parameters of its
+    condition as well as with respect to `theta`.
+
+    **Arguments:**
+
+    - `condition`: an [`implicitx.AbstractCondition`][], e.g.
+        [`implicitx.Stationarity`][].
+    - `solver`: an [`implicitx.solvers.AbstractSolver`][].
+    - `adjoint`: an [`implicitx.AbstractAdjoint`][]. Default
+        [`implicitx.ImplicitAdjoint`][]`()`.
+    - `x0`: the default initial guess, used when the call passes none. It gets no
+        derivative (the solution does not depend on it).
+    - `throw`: if `True` (default), a failed forward solve or a failed backward linear
+        solve raises an error from the compiled program. If `False`, nothing raises: a
+        failed forward solve is reported in `Solution.result` and every derivative at
+        it is NaN; a failed backward solve (e.g. a singular `A`) makes the derivatives
+        NaN. (The backward solve runs only when differentiating, after the primal
+        `Solution` exists, so its failure cannot appear in `Solution.result`.) Either
+        way, never a silently wrong finite derivative.
+    """
+
+    condition: AbstractCondition
+    solver: AbstractSolver
+    adjoint: AbstractAdjoint = ImplicitAdjoint()
+    x0: PyTree[ArrayLike] | None = None
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __call__(
+        self, theta: PyTree[ArrayLike], x0: PyTree[ArrayLike] | None = None
+    ) -> PyTree[ArrayLike]:
+        """**Arguments:**
+
+        - `theta`: the parameters.
+        - `x0`: an initial guess (warm start); defaults to the `x0` given at
+            construction.
+
+        **Returns:**
+
+        The solution `x*(theta)`, differentiable.
+        """
+        return self.solve(theta, x0).value
+
+    def solve(
+        self, theta: PyTree[ArrayLike], x0: PyTree[ArrayLike] | None = None
+    ) -> Solution:
+        """As `__call__`, but returns the full [`implicitx.Solution`][] record: the
+        (differentiable) value, the result code, auxiliary output and statistics.
+        """
+        theta = inexact_leaves_asarray(theta)
+        if x0 is None:
+            x0 = self.x0
+        x0 = inexact_leaves_asarray(x0)
+        condition, solver = self.condition, self.solver
+        name = type(condition).__name__
+
+        def _solve(_theta, _x0):
+            return solver.solve(condition, _theta, _x0)
+
+        try:
+            solve = eqx.filter_closure_convert(_solve, theta, x0)
+        except Exception as e:
+            e.add_note(
+                f"implicitx: raised while tracing the forward solver "
+                f"`{type(solver).__name__}` with `theta` of structure "
+                f"{structure_string(theta)} and initial guess `x0` of structure "
+                f"{structure_string(x0)}. Check the shapes of `theta` and `x0`."
+            )
+            raise
+        x_struct = solve.out_struct.value
+        if x0 is not None and _shape_dtype(x0) != _shape_dtype(x_struct):
+            raise ValueError(
+                "The initial guess `x0` does not match the solution returned by the "
+                f"solver: `x0` is {structure_string(x0)}, the solution is "
+                f"{structure_string(x_struct)}."
+            )
+        residual = eqx.filter_closure_convert(condition, x_struct, theta)
+        if _shape_dtype(residual.out_struct) != _shape_dtype(x_struct):
+            raise ValueError(
+                f"The residual `F(x, theta)` of the condition `{name}` must have the "
+                "same structure, shapes and dtypes as the solution `x`: `x` is "
+                f"{structure_string(x_struct)}, `F(x, theta)` is "
+                f"{structure_string(residual.out_struct)}."
+            )
+        sol = self.adjoint.apply(
+            residual,
+            solve,
+            theta,
+            x0,
+            tags=condition.tags,
+            condition_name=name,
+            throw=self.throw,
+        )
+        value = sol.value
+        if self.throw:
+            value = sol.result.error_if(value, sol.result != RESULTS.successful)
+        msg = (
+            "`Solution.aux` and `Solution.stats` are not differentiable: they are "
+            "outputs of the forward solver, which implicitx never differentiates."
+        )
+        aux = eqxi.nondifferentiable_backward(sol.aux, msg=msg)
+        stats = eqxi.nondifferentiable_backward(sol.stats, msg=msg)
+        return Solution(value=value, result=sol.result, aux=aux, stats=stats)

@@ -1,0 +1,40 @@
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.tree_util as jtu
+from jaxtyping import Array, ArrayLike, PyTree, Scalar
+
+from ._base import AbstractFixedPointCondition, AbstractObjectiveCondition
+from ._stationarity import objective_tags
+
+
+class GradientDescentFixedPoint(
+    AbstractFixedPointCondition, AbstractObjectiveCondition
+):
+    """The fixed point of a gradient step on a smooth objective `f`:
+    `T(x, theta) = x - stepsize * grad_x f(x, theta)`.
+
+    Its residual is `-stepsize * grad_x f`, so it has the same solutions and
+    derivatives as [`implicitx.Stationarity`][]; `A = stepsize * hessian_x f`.
+
+    **Arguments:**
+
+    - `objective`: the objective `f(x, theta) -> scalar`.
+    - `stepsize`: the (positive) step size `eta`. Default `1.0`.
+    - `convex`: whether `f` is convex in `x` (makes `A` positive semidefinite).
+    """
+
+    objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
+    stepsize: float | Array = 1.0
+    convex: bool = eqx.field(default=False, static=True)
+
+    def fixed_point_map(
+        self, x: PyTree[Array], theta: PyTree[ArrayLike]
+    ) -> PyTree[Array]:
+        grad = jax.grad(self.objective)(x, theta)
+        return jtu.tree_map(lambda xi, gi: xi - self.stepsize * gi, x, grad)
+
+    @property
+    def tags(self) -> frozenset[object]:
+        return objective_tags(self.convex, sign=+1)

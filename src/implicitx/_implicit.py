@@ -1,0 +1,155 @@
+"""The one differentiation rule of implicitx: the implicit function theorem.
+
+Given a condition `F(x, theta) = 0` and a forward solver producing `x*(theta)`, the
+tangent of `x*` along a tangent `u` of the differentiable inputs is the `t` solving
+
+    A t = B u,    A = -dF/dx(x*, theta),    B u = dF/d(inputs)(x*, theta) . u
+
+The differentiable inputs are the floating-point leaves of `theta` and of the
+(closure-converted) residual function, i.e. the array parameters of the condition and
+any arrays the user's functions close over. The forward solver and the initial guess
+get no tangent: at a root, `x*` does not depend on them.
+
+Reverse mode is obtained by JAX transposing this rule (the backward solve is a
+`lax.custom_linear_solve`). The primal solution is recomputed by calling the rule's own
+primal inside the JVP, so that differentiating the rule again (second and higher order)
+sees how `x*` moves and stays exact.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import lineax as lx
+
+from ._linear_solve import (
+    default_max_condition,
+    default_solver,
+    solve_adjoint_system,
+)
+from ._misc import inexact_leaves_asarray, tree_all_finite, tree_scale
+from ._operators import a_operator
+from ._results import as_results, RESULTS
+from ._solution import Solution
+
+
+def _is_none(x):
+    return x is None
+
+
+def implicit_solve(residual, solve, theta, x0, *, tags, backward) -> Solution:
+    """Runs `solve(theta, x0)` and gives its value implicit derivatives.
+
+    **Arguments:**
+
+    - `residual`: a closure-converted `F(x, theta)` (a PyTree whose array leaves are
+        differentiable inputs).
+    - `solve`: a closure-converted `(theta, x0) -> Solution` forward solver.
+    - `theta`: the parameters (its floating-point leaves are differentiable inputs).
+    - `x0`: the initial guess (not differentiated).
+    - `tags`: lineax tags of `A`.
+    - `backward`: `(operator, vector) -> t`, the backward linear solve.
+    """
+    solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
+    solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
+    x0 = jtu.tree_map(jax.lax.stop_gradient, x0)
+    value, result, aux, stats = _implicit_impl(
+        residual, theta, solve, x0, tags=tags, backward=backward
+    )
+    return Solution(value=value, result=result, aux=aux, stats=stats)
+
+
+@eqx.filter_custom_jvp
+def _implicit_impl(residual, theta, solve, x0, *, tags, backward):
+    del residual, tags, backward
+    theta, x0 = inexact_leaves_asarray((theta, x0))
+    sol = solve(theta, x0)
+    result = as_results(sol.result)
+    finite = tree_all_finite(sol.value)
+    result = RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(finite),
+        RESULTS.nonfinite_solution,
+        result,
+    )
+    value = jtu.tree_map(jnp.asarray, sol.value)
+    aux = jtu.tree_map(jnp.asarray, sol.aux)
+    stats = jtu.tree_map(jnp.asarray, sol.stats)
+    return value, result, aux, stats
+
+
+@_implicit_impl.def_jvp
+def _implicit_jvp(primals, tangents, *, tags, backward):
+    # JAX may hand concrete primals over as typed Python scalars; keep them arrays so
+    # that the closure-converted functions see the structure they were traced with.
+    residual, theta, solve, x0 = inexact_leaves_asarray(primals)
+    t_residual, t_theta, t_solve, t_x0 = tangents
+    if any(t is not None for t in jtu.tree_leaves((t_solve, t_x0), is_leaf=_is_none)):
+        raise AssertionError("the forward solver and x0 must not carry tangents")
+    # The primal, computed by the rule's own primal (not received from outside), so
+    # that a further differentiation of this rule sees the dependence of `x*`.
+    out = _implicit_impl(residual, theta, solve, x0, tags=tags, backward=backward)
+    value, result, aux, stats = out
+
+    inputs = (residual, theta)
+    t_inputs = (t_residual, t_theta)
+    no_tangent = jtu.tree_map(_is_none, t_inputs, is_leaf=_is_none)
+    if all(jtu.tree_leaves(no_tangent)):
+        return out, jtu.tree_map(lambda _: None, out)
+    nondiff, diff = eqx.partition(inputs, no_tangent, is_leaf=_is_none)
+
+    at = value
+    if backward.throw:
+        # Tie the failure check of the forward solve to the primal point at which the
+        # derivative is computed: a derivative-only program (e.g. `jax.grad`) does not
+        # use `value` itself, so a check on `value` alone would be dropped.
+        at = result.error_if(value, result != RESULTS.successful)
+
+    def _residual_at_solution(_diff):
+        _residual, _theta = eqx.combine(_diff, nondiff)
+        return _residual(at, _theta)
+
+    # B u, with B = dF/d(inputs) at the solution.
+    _, b_u = jax.jvp(_residual_at_solution, (diff,), (t_inputs,))
+    operator = a_operator(residual, at, theta, tags)
+    t_value = backward(operator, b_u)
+    if not backward.throw:
+        # A derivative at an unconverged or non-finite "solution" is not a derivative
+        # of x*(theta): it is NaN. (With throw=True the primal raises instead.)
+        ok = result == RESULTS.successful
+        t_value = tree_scale(t_value, jnp.where(ok, 1.0, jnp.nan))
+    # `aux` and `stats` are not differentiated. Their tangents are zeros that are
+    # nonetheless linked to the input tangents, so that reverse mode through them
+    # reaches the `nondifferentiable_backward` guard applied by the caller and raises,
+    # rather than returning a silent zero gradient.
+    link = 0 * sum(jnp.sum(leaf) for leaf in jtu.tree_leaves(t_value))
+    t_aux, t_stats = jtu.tree_map(
+        lambda leaf: (
+            jnp.zeros_like(leaf) + link.astype(leaf.dtype)
+            if eqx.is_inexact_array(leaf)
+            else None
+        ),
+        (aux, stats),
+    )
+    t_result = jtu.tree_map(lambda _: None, result)
+    return out, (t_value, t_result, t_aux, t_stats)
+
+
+class BackwardSolve(eqx.Module):
+    """The backward linear solve `(A, b) -> t` used by the rule."""
+
+    solver: lx.AbstractLinearSolver | None
+    throw: bool = eqx.field(static=True)
+    dense_max_size: int = eqx.field(static=True)
+    max_condition: float | None = eqx.field(static=True)
+
+    def __call__(self, operator, vector):
+        solver = self.solver
+        if solver is None:
+            solver = default_solver(operator, self.dense_max_size)
+        max_condition = self.max_condition
+        if max_condition is None:
+            dtype = jnp.result_type(*jtu.tree_leaves(operator.in_structure()))
+            max_condition = default_max_condition(dtype)
+        return solve_adjoint_system(
+            operator, vector, solver, throw=self.throw, max_condition=max_condition
+        )

@@ -1,0 +1,48 @@
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+from jaxtyping import ArrayLike, PyTree
+
+from .._conditions import AbstractCondition
+from .._results import RESULTS
+from .._solution import Solution
+from ._base import AbstractSolver
+
+
+class FunctionSolver(AbstractSolver):
+    """Any function `fn(theta, x0) -> x` as a forward solver: a closed form, a solver
+    written by hand, or a call to another library.
+
+    The function is trusted to return a solution; implicitx checks only that it is
+    finite (a non-finite value gives the result `nonfinite_solution`). It is never
+    differentiated, so it may contain anything JAX can trace.
+
+    **Arguments:**
+
+    - `fn`: `fn(theta, x0) -> x`, or `-> (x, aux)` with `has_aux=True`.
+    - `has_aux`: whether `fn` returns auxiliary output, which becomes
+        `Solution.aux` (not differentiated).
+    """
+
+    fn: Callable[..., Any]
+    has_aux: bool = eqx.field(default=False, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+    ) -> Solution:
+        del condition
+        out = self.fn(theta, x0)
+        if self.has_aux:
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise ValueError(
+                    "With `has_aux=True` the solver must return a pair `(x, aux)`; "
+                    f"got {type(out).__name__}."
+                )
+            value, aux = out
+        else:
+            value, aux = out, None
+        return Solution(value=value, result=RESULTS.successful, aux=aux, stats={})

@@ -1,0 +1,133 @@
+import equinox as eqx
+import optimistix as optx
+from jaxtyping import ArrayLike, PyTree
+
+from .._conditions import (
+    AbstractCondition,
+    AbstractFixedPointCondition,
+    AbstractObjectiveCondition,
+)
+from .._results import as_results
+from .._solution import Solution
+from ._base import AbstractSolver, require_x0
+
+
+def _to_solution(sol: optx.Solution) -> Solution:
+    return Solution(
+        value=sol.value,
+        result=as_results(sol.result),
+        aux=None,
+        stats=dict(sol.stats),
+    )
+
+
+def _require(condition, kind, what: str, solver):
+    if not isinstance(condition, kind):
+        raise TypeError(
+            f"`{type(solver).__name__}` needs {what}, but got the condition "
+            f"`{type(condition).__name__}`."
+        )
+
+
+class OptimistixMinimiser(AbstractSolver):
+    """Minimises the condition's objective with an optimistix minimiser (BFGS, L-BFGS,
+    nonlinear CG, gradient descent, Newton via `optimistix.BFGS` with exact Hessians,
+    ...). The condition must come from an objective, e.g.
+    [`implicitx.Stationarity`][].
+
+    **Arguments:**
+
+    - `solver`: an `optimistix.AbstractMinimiser`, e.g.
+        `optimistix.BFGS(rtol=1e-10, atol=1e-10)`.
+    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    """
+
+    solver: optx.AbstractMinimiser
+    max_steps: int = eqx.field(default=256, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+    ) -> Solution:
+        _require(condition, AbstractObjectiveCondition, "an objective", self)
+        assert isinstance(condition, AbstractObjectiveCondition)
+        sol = optx.minimise(
+            condition.objective,
+            self.solver,
+            require_x0(x0, self),
+            args=theta,
+            max_steps=self.max_steps,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+        return _to_solution(sol)
+
+
+class OptimistixRootFinder(AbstractSolver):
+    """Finds a root of the condition's residual `F(x, theta)` with an optimistix root
+    finder (`optimistix.Newton`, `optimistix.Chord`, ...). Works with any condition.
+
+    **Arguments:**
+
+    - `solver`: an `optimistix.AbstractRootFinder`, e.g.
+        `optimistix.Newton(rtol=1e-10, atol=1e-10)`.
+    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    """
+
+    solver: optx.AbstractRootFinder
+    max_steps: int = eqx.field(default=256, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+    ) -> Solution:
+        sol = optx.root_find(
+            condition,
+            self.solver,
+            require_x0(x0, self),
+            args=theta,
+            max_steps=self.max_steps,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+        return _to_solution(sol)
+
+
+class OptimistixFixedPoint(AbstractSolver):
+    """Iterates the condition's fixed-point map `T(x, theta)` with an optimistix
+    fixed-point solver (`optimistix.FixedPointIteration`, ...). The condition must be a
+    fixed point, e.g. [`implicitx.FixedPoint`][] or
+    [`implicitx.GradientDescentFixedPoint`][].
+
+    **Arguments:**
+
+    - `solver`: an `optimistix.AbstractFixedPointSolver`, e.g.
+        `optimistix.FixedPointIteration(rtol=1e-10, atol=1e-10)`.
+    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    """
+
+    solver: optx.AbstractFixedPointSolver
+    max_steps: int = eqx.field(default=256, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+    ) -> Solution:
+        _require(condition, AbstractFixedPointCondition, "a fixed-point map", self)
+        assert isinstance(condition, AbstractFixedPointCondition)
+        sol = optx.fixed_point(
+            condition.fixed_point_map,
+            self.solver,
+            require_x0(x0, self),
+            args=theta,
+            max_steps=self.max_steps,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+        return _to_solution(sol)
