@@ -217,3 +217,12 @@ def test_solver_needing_an_objective_refuses_a_root_condition():
     )
     with pytest.raises(TypeError, match="needs an objective"):
         argmin(jnp.ones(2))
+
+
+def test_public_signatures_are_checked():
+    # The test suite runs with the jaxtyping import hook + beartype on implicitx, so a
+    # wrong argument to a public function fails at trace time, naming the argument.
+    from jaxtyping import TypeCheckError
+
+    with pytest.raises(TypeCheckError, match="condition"):
+        ix.jacobian_operators(lambda x, t: x - t, jnp.zeros(2), 1.0)  # pyright: ignore

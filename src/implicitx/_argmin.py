@@ -100,7 +100,7 @@ class ImplicitArgmin(eqx.Module):
                 f"{structure_string(x0)}. Check the shapes of `theta` and `x0`."
             )
             raise
-        x_struct = solve.out_struct.value
+        x_struct = solve.out_struct.value  # pyright: ignore[reportFunctionMemberAccess]
         if x0 is not None and _shape_dtype(x0) != _shape_dtype(x_struct):
             raise ValueError(
                 "The initial guess `x0` does not match the solution returned by the "
@@ -108,12 +108,13 @@ class ImplicitArgmin(eqx.Module):
                 f"{structure_string(x_struct)}."
             )
         residual = eqx.filter_closure_convert(condition, x_struct, theta)
-        if _shape_dtype(residual.out_struct) != _shape_dtype(x_struct):
+        residual_struct = residual.out_struct  # pyright: ignore[reportFunctionMemberAccess]
+        if _shape_dtype(residual_struct) != _shape_dtype(x_struct):
             raise ValueError(
                 f"The residual `F(x, theta)` of the condition `{name}` must have the "
                 "same structure, shapes and dtypes as the solution `x`: `x` is "
                 f"{structure_string(x_struct)}, `F(x, theta)` is "
-                f"{structure_string(residual.out_struct)}."
+                f"{structure_string(residual_struct)}."
             )
         sol = self.adjoint.apply(
             residual,

@@ -121,7 +121,7 @@ def _implicit_jvp(primals, tangents, *, tags, backward):
     # nonetheless linked to the input tangents, so that reverse mode through them
     # reaches the `nondifferentiable_backward` guard applied by the caller and raises,
     # rather than returning a silent zero gradient.
-    link = 0 * sum(jnp.sum(leaf) for leaf in jtu.tree_leaves(t_value))
+    link = jnp.asarray(sum(0 * jnp.sum(leaf) for leaf in jtu.tree_leaves(t_value)))
     t_aux, t_stats = jtu.tree_map(
         lambda leaf: (
             jnp.zeros_like(leaf) + link.astype(leaf.dtype)

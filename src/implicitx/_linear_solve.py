@@ -61,7 +61,7 @@ def default_solver(
         return lx.AutoLinearSolver(well_posed=True)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
     tol = float(jnp.finfo(dtype).eps) ** 0.75
-    if is_definite(operator.tags if hasattr(operator, "tags") else frozenset()):
+    if lx.is_positive_semidefinite(operator) or lx.is_negative_semidefinite(operator):
         return lx.CG(rtol=tol, atol=tol, max_steps=10 * size)
     return lx.GMRES(rtol=tol, atol=tol, max_steps=10 * size)
 

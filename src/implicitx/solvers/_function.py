@@ -45,4 +45,5 @@ class FunctionSolver(AbstractSolver):
             value, aux = out
         else:
             value, aux = out, None
-        return Solution(value=value, result=RESULTS.successful, aux=aux, stats={})
+        result = RESULTS.successful
+        return Solution(value=value, result=result, aux=aux, stats={})  # pyright: ignore[reportArgumentType]
