@@ -20,7 +20,8 @@ d = X.shape[1]
 
 def _raises_runtime(match):
     # Raised from the compiled program: `EquinoxRuntimeError` under `eqx.filter_jit`,
-    # `JaxRuntimeError` (carrying the same message) otherwise.
+    # `JaxRuntimeError` (carrying the same message) otherwise. Dispatch is
+    # asynchronous, so the callers block on the result inside the `with`.
     return pytest.raises(
         (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError), match=match
     )
@@ -46,9 +47,9 @@ def test_singular_system_raises_in_both_modes():
     argmin = _valley_argmin(throw=True)
     assert jnp.allclose(argmin(1.0), jnp.array([0.5, 0.5]))  # the primal is fine
     with _raises_runtime("singular"):
-        jax.jacrev(argmin)(1.0)
+        jax.block_until_ready(jax.jacrev(argmin)(1.0))
     with _raises_runtime("singular"):
-        jax.jacfwd(argmin)(1.0)
+        jax.block_until_ready(jax.jacfwd(argmin)(1.0))
 
 
 def test_singular_system_gives_nan_with_throw_false():
@@ -71,7 +72,7 @@ def test_rank_deficient_least_squares_detected():
         return jnp.linalg.lstsq(Xw, scale * yw)[0]
 
     with _raises_runtime("singular"):
-        jax.jacrev(solver)(1.0)
+        jax.block_until_ready(jax.jacrev(solver)(1.0))
     # Asking for the pseudo-inverse derivative explicitly is allowed and is the
     # derivative of the min-norm solution (here linear in `scale`).
     pinv = ix.custom_root(F, linear_solver=lx.SVD())(solver.__wrapped__)
@@ -89,7 +90,7 @@ def test_iterative_backward_failure_raises():
         linear_solver=lx.GMRES(rtol=1e-12, atol=1e-12, max_steps=1, restart=1),
     )(solver.__wrapped__)
     with _raises_runtime("did not converge"):
-        jax.jacrev(fine)(1.0)
+        jax.block_until_ready(jax.jacrev(fine)(1.0))
 
 
 # --- Forward solver failures -----------------------------------------------------
@@ -122,9 +123,11 @@ def test_unconverged_forward_solve_is_reported():
 
 def test_unconverged_forward_solve_raises_by_default():
     with _raises_runtime("maximum number of steps"):
-        _bfgs_argmin(max_steps=2, throw=True)(1.0)
+        jax.block_until_ready(_bfgs_argmin(max_steps=2, throw=True)(1.0))
     with _raises_runtime("maximum number of steps"):
-        jax.jit(jax.grad(lambda t: jnp.sum(_bfgs_argmin(2, throw=True)(t))))(1.0)
+        jax.block_until_ready(
+            jax.jit(jax.grad(lambda t: jnp.sum(_bfgs_argmin(2, throw=True)(t))))(1.0)
+        )
 
 
 def test_nonfinite_solution_is_reported():
@@ -136,7 +139,7 @@ def test_nonfinite_solution_is_reported():
     assert argmin.solve(jnp.nan).result == ix.RESULTS.nonfinite_solution
     throwing = ix.ImplicitArgmin(argmin.condition, argmin.solver, throw=True)
     with _raises_runtime("non-finite"):
-        throwing(jnp.nan)
+        jax.block_until_ready(throwing(jnp.nan))
 
 
 # --- Bad input: shapes, structures, solvers ----------------------------------------
