@@ -1,18 +1,30 @@
 import importlib.metadata
 
-from . import solvers as solvers
+from . import (
+    mirror as mirror,
+    projection as projection,
+    prox as prox,
+    solvers as solvers,
+)
 from ._adjoint import (
     AbstractAdjoint as AbstractAdjoint,
     ImplicitAdjoint as ImplicitAdjoint,
+    OneStepAdjoint as OneStepAdjoint,
+    UnrolledAdjoint as UnrolledAdjoint,
 )
 from ._argmin import ImplicitArgmin as ImplicitArgmin
 from ._conditions import (
     AbstractCondition as AbstractCondition,
     AbstractFixedPointCondition as AbstractFixedPointCondition,
     AbstractObjectiveCondition as AbstractObjectiveCondition,
+    BlockProximalGradientFixedPoint as BlockProximalGradientFixedPoint,
     FixedPoint as FixedPoint,
     GradientDescentFixedPoint as GradientDescentFixedPoint,
+    LeastSquaresStationarity as LeastSquaresStationarity,
+    MirrorDescentFixedPoint as MirrorDescentFixedPoint,
     NewtonFixedPoint as NewtonFixedPoint,
+    ProjectedGradientFixedPoint as ProjectedGradientFixedPoint,
+    ProximalGradientFixedPoint as ProximalGradientFixedPoint,
     Root as Root,
     Stationarity as Stationarity,
 )

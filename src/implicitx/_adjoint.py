@@ -1,16 +1,24 @@
 import abc
+from typing import ClassVar
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import PyTree
 
 from ._implicit import BackwardSolve, implicit_solve
 from ._linear_solve import check_solver
+from ._misc import nan_tangent_unless, tree_all_finite
+from ._results import as_results, RESULTS
 from ._solution import Solution
 
 
 class AbstractAdjoint(eqx.Module):
     """How the derivatives of a solution are obtained."""
+
+    #: Whether JAX differentiates through the forward solver (unrolling).
+    differentiates_solver: ClassVar[bool] = False
 
     @abc.abstractmethod
     def apply(
@@ -92,3 +100,90 @@ class ImplicitAdjoint(AbstractAdjoint):
             max_condition=self.max_condition,
         )
         return implicit_solve(residual, solve, theta, x0, tags=tags, backward=backward)
+
+
+def _finalise(sol: Solution) -> Solution:
+    """Result checks shared with the implicit rule: a non-finite value is a failure."""
+    result = as_results(sol.result)
+    finite = tree_all_finite(sol.value)
+    result = RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(finite),
+        RESULTS.nonfinite_solution,
+        result,
+    )
+    return Solution(value=sol.value, result=result, aux=sol.aux, stats=sol.stats)
+
+
+class UnrolledAdjoint(AbstractAdjoint):
+    """Derivatives by differentiating through the iterations of the forward solver
+    (unrolling), instead of implicitly.
+
+    The derivative is then that of the *iterate returned*, exact for what the solver
+    computed, and equal to the implicit derivative only at convergence. It exists for
+    comparison (and for solvers stopped early on purpose); it costs memory and time
+    that grow with the number of iterations. implicitx's own solvers run their loops
+    with nested checkpointing when unrolled (forward and reverse mode); the optimistix
+    wrappers support reverse mode only; `FunctionSolver` is differentiated as written;
+    external (callback) solvers cannot be unrolled.
+    """
+
+    differentiates_solver: ClassVar[bool] = True
+
+    def apply(
+        self,
+        residual,
+        solve,
+        theta,
+        x0,
+        *,
+        tags,
+        condition_name,
+        throw,
+    ) -> Solution:
+        del residual, tags, condition_name, throw
+        x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
+        return _finalise(solve(theta, x0))
+
+
+class OneStepAdjoint(AbstractAdjoint):
+    """An approximate derivative that skips the backward linear solve: the derivative
+    of one application of the condition's fixed-point map at the solution (also known
+    as Jacobian-free backpropagation). For `x = T(x, theta)` it is `dT/dtheta`, i.e.
+    it replaces `A = I - dT/dx` by the identity.
+
+    It is cheap (one product with `B`) and accurate when `T` is strongly contractive at
+    the solution; otherwise it is an approximation whose error is not controlled. For
+    conditions that are not fixed points, `x + F(x, theta)` plays the role of `T`.
+    Exists as an explicit choice for comparison and for speed; the default
+    [`implicitx.ImplicitAdjoint`][] is exact.
+    """
+
+    def apply(
+        self,
+        residual,
+        solve,
+        theta,
+        x0,
+        *,
+        tags,
+        condition_name,
+        throw,
+    ) -> Solution:
+        del tags, condition_name
+        solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
+        solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
+        x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
+        sol = _finalise(solve(theta, x0))
+        x = jax.tree_util.tree_map(jax.lax.stop_gradient, sol.value)
+        # x + F(x, theta) - stop_gradient(F(x, theta)): the value of x, the tangent of
+        # F in theta (and in the condition's parameters).
+        r = residual(x, theta)
+        value = jax.tree_util.tree_map(
+            lambda xi, ri: xi + (ri - jax.lax.stop_gradient(ri)), x, r
+        )
+        ok = sol.result == RESULTS.successful
+        if throw:
+            value = sol.result.error_if(value, jnp.logical_not(ok))
+        else:
+            value = jax.tree_util.tree_map(lambda v: nan_tangent_unless(ok, v), value)
+        return Solution(value=value, result=sol.result, aux=sol.aux, stats=sol.stats)

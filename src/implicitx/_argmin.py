@@ -80,15 +80,25 @@ class ImplicitArgmin(eqx.Module):
         """As `__call__`, but returns the full [`implicitx.Solution`][] record: the
         (differentiable) value, the result code, auxiliary output and statistics.
         """
+        # Compiled as one program (inlined when already inside `jit`): called eagerly,
+        # the many small operations of the rule would otherwise each be dispatched and
+        # compiled one by one, which costs seconds on a first call.
+        return _solve_jit(self, theta, x0)
+
+    def _solve(
+        self, theta: PyTree[ArrayLike], x0: PyTree[ArrayLike] | None = None
+    ) -> Solution:
         theta = inexact_leaves_asarray(theta)
         if x0 is None:
             x0 = self.x0
         x0 = inexact_leaves_asarray(x0)
-        condition, solver = self.condition, self.solver
+        condition, solver, adjoint = self.condition, self.solver, self.adjoint
         name = type(condition).__name__
 
         def _solve(_theta, _x0):
-            return solver.solve(condition, _theta, _x0)
+            return solver.solve(
+                condition, _theta, _x0, differentiable=adjoint.differentiates_solver
+            )
 
         try:
             solve = eqx.filter_closure_convert(_solve, theta, x0)
@@ -135,3 +145,8 @@ class ImplicitArgmin(eqx.Module):
         aux = eqxi.nondifferentiable_backward(sol.aux, msg=msg)
         stats = eqxi.nondifferentiable_backward(sol.stats, msg=msg)
         return Solution(value=value, result=sol.result, aux=aux, stats=stats)
+
+
+@eqx.filter_jit
+def _solve_jit(argmin: ImplicitArgmin, theta, x0) -> Solution:
+    return argmin._solve(theta, x0)

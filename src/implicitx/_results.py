@@ -13,6 +13,11 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "The forward solver returned a solution containing non-finite values (inf or "
         "nan). Check the inputs `theta` and the initial guess for non-finite values."
     )
+    external_solver_failed = (
+        "An external forward solver (run through `jax.pure_callback`) raised an "
+        "exception, returned non-finite values or reported that it failed. Its "
+        "message was shown as a warning."
+    )
     singular_adjoint = (
         "The linear system of implicit differentiation, `A t = B u` with "
         "`A = -dF/dx` evaluated at the solution, is singular or numerically singular "

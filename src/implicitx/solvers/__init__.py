@@ -1,9 +1,27 @@
 """Forward solvers: they find `x*(theta)` and know nothing about derivatives."""
 
 from ._base import AbstractSolver as AbstractSolver
+from ._block_coordinate import BlockCoordinateDescent as BlockCoordinateDescent
+from ._external import (
+    CvxpySolver as CvxpySolver,
+    ExternalSolver as ExternalSolver,
+    ScipyLinprog as ScipyLinprog,
+    ScipyMinimize as ScipyMinimize,
+    ScipyRoot as ScipyRoot,
+)
+from ._fixed_point import (
+    AndersonAcceleration as AndersonAcceleration,
+    FixedPointIteration as FixedPointIteration,
+    MirrorDescent as MirrorDescent,
+)
 from ._function import FunctionSolver as FunctionSolver
 from ._optimistix import (
     OptimistixFixedPoint as OptimistixFixedPoint,
+    OptimistixLeastSquares as OptimistixLeastSquares,
     OptimistixMinimiser as OptimistixMinimiser,
     OptimistixRootFinder as OptimistixRootFinder,
+)
+from ._proximal_gradient import (
+    ProjectedGradient as ProjectedGradient,
+    ProximalGradient as ProximalGradient,
 )

@@ -1,4 +1,5 @@
 import abc
+from typing import TypeVar
 
 import equinox as eqx
 from jaxtyping import ArrayLike, PyTree
@@ -21,12 +22,19 @@ class AbstractSolver(eqx.Module):
         condition: AbstractCondition,
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
     ) -> Solution:
         """**Arguments:**
 
         - `condition`: the optimality condition the solution must satisfy.
         - `theta`: the parameters.
         - `x0`: the initial guess (a warm start), or `None` if the solver needs none.
+        - `differentiable`: `False` (the default, used with implicit differentiation):
+            the solve is never differentiated and may use any loop. `True` (used by
+            [`implicitx.UnrolledAdjoint`][]): JAX differentiates through the
+            iterations, so loops must be differentiable (see
+            `implicitx.solvers.AbstractSolver` subclasses for which support it).
 
         **Returns:**
 
@@ -35,10 +43,21 @@ class AbstractSolver(eqx.Module):
         """
 
 
-def require_x0(x0, solver: AbstractSolver):
+_X = TypeVar("_X")
+
+
+def require_x0(x0: _X | None, solver: AbstractSolver) -> _X:
     if x0 is None:
         raise ValueError(
             f"`{type(solver).__name__}` needs an initial guess: pass `x0=` to "
             "`ImplicitArgmin(...)` or to the call `argmin(theta, x0)`."
         )
     return x0
+
+
+def not_differentiable(solver: AbstractSolver):
+    raise ValueError(
+        f"`{type(solver).__name__}` cannot be differentiated through (unrolled): it "
+        "does not run JAX operations that JAX can differentiate. Use the default "
+        "`ImplicitAdjoint()` with it."
+    )

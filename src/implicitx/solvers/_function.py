@@ -33,8 +33,10 @@ class FunctionSolver(AbstractSolver):
         condition: AbstractCondition,
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
     ) -> Solution:
-        del condition
+        del condition, differentiable  # differentiable if `fn` is
         out = self.fn(theta, x0)
         if self.has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):

@@ -6,10 +6,18 @@ from .._conditions import (
     AbstractCondition,
     AbstractFixedPointCondition,
     AbstractObjectiveCondition,
+    LeastSquaresStationarity,
 )
 from .._results import as_results
 from .._solution import Solution
 from ._base import AbstractSolver, require_x0
+
+
+def _adjoint(differentiable: bool) -> optx.AbstractAdjoint:
+    # Never differentiated under implicit differentiation; when unrolled, optimistix's
+    # checkpointed loop supports reverse mode (not forward mode).
+    del differentiable
+    return optx.RecursiveCheckpointAdjoint()
 
 
 def _to_solution(sol: optx.Solution) -> Solution:
@@ -50,6 +58,8 @@ class OptimistixMinimiser(AbstractSolver):
         condition: AbstractCondition,
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
     ) -> Solution:
         _require(condition, AbstractObjectiveCondition, "an objective", self)
         assert isinstance(condition, AbstractObjectiveCondition)
@@ -59,7 +69,7 @@ class OptimistixMinimiser(AbstractSolver):
             require_x0(x0, self),
             args=theta,
             max_steps=self.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
+            adjoint=_adjoint(differentiable),
             throw=False,
         )
         return _to_solution(sol)
@@ -84,6 +94,8 @@ class OptimistixRootFinder(AbstractSolver):
         condition: AbstractCondition,
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
     ) -> Solution:
         sol = optx.root_find(
             condition,
@@ -91,7 +103,7 @@ class OptimistixRootFinder(AbstractSolver):
             require_x0(x0, self),
             args=theta,
             max_steps=self.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
+            adjoint=_adjoint(differentiable),
             throw=False,
         )
         return _to_solution(sol)
@@ -118,6 +130,8 @@ class OptimistixFixedPoint(AbstractSolver):
         condition: AbstractCondition,
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
     ) -> Solution:
         _require(condition, AbstractFixedPointCondition, "a fixed-point map", self)
         assert isinstance(condition, AbstractFixedPointCondition)
@@ -127,7 +141,45 @@ class OptimistixFixedPoint(AbstractSolver):
             require_x0(x0, self),
             args=theta,
             max_steps=self.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
+            adjoint=_adjoint(differentiable),
+            throw=False,
+        )
+        return _to_solution(sol)
+
+
+class OptimistixLeastSquares(AbstractSolver):
+    """Solves a nonlinear least-squares problem with an optimistix least-squares
+    solver (`optimistix.GaussNewton`, `optimistix.LevenbergMarquardt`,
+    `optimistix.Dogleg`, ...). The condition must be an
+    [`implicitx.LeastSquaresStationarity`][].
+
+    **Arguments:**
+
+    - `solver`: an `optimistix.AbstractLeastSquaresSolver`, e.g.
+        `optimistix.LevenbergMarquardt(rtol=1e-10, atol=1e-10)`.
+    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    """
+
+    solver: optx.AbstractLeastSquaresSolver
+    max_steps: int = eqx.field(default=256, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        _require(condition, LeastSquaresStationarity, "least-squares residuals", self)
+        assert isinstance(condition, LeastSquaresStationarity)
+        sol = optx.least_squares(
+            condition.residuals,
+            self.solver,
+            require_x0(x0, self),
+            args=theta,
+            max_steps=self.max_steps,
+            adjoint=_adjoint(differentiable),
             throw=False,
         )
         return _to_solution(sol)

@@ -1,0 +1,56 @@
+"""Shared timing and reporting helpers for the benchmarks."""
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    device = jax.devices()[0]
+    return (
+        f"{platform.processor() or platform.machine()}, "
+        f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}), "
+        f"jax {jax.__version__}"
+    )
+
+
+def time_call(fn, *args, repeats: int = 7) -> tuple[float, float]:
+    """Compile time (first call) and median run time (seconds) of a jitted `fn`."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_time = time.perf_counter() - start
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        runs.append(time.perf_counter() - start)
+    return compile_time, statistics.median(runs)
+
+
+def write_results(
+    name: str, title: str, header: list[str], rows: list[list], notes: str
+):
+    """Writes `results/<name>.json` and `results/<name>.md` (a Markdown table)."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    payload = {"title": title, "machine": machine(), "header": header, "rows": rows}
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    lines = [f"### {title}", "", f"Measured on: {machine()}.", "", notes, ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(" --- " for _ in header) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(c) for c in row) + " |")
+    (RESULTS_DIR / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

@@ -1,0 +1,37 @@
+from collections.abc import Callable
+
+import jax
+from jaxtyping import Array, ArrayLike, PyTree, Scalar
+
+from ..mirror._base import AbstractMirrorMap
+from ._base import AbstractFixedPointCondition
+from ._operators import resolve
+
+
+class MirrorDescentFixedPoint(AbstractFixedPointCondition):
+    """The fixed point of a mirror-descent step for
+    `x*(theta) = argmin_{x in C} f(x, theta)`:
+
+    `T(x, theta) = project(grad phi(x) - stepsize * grad_x f(x, theta))`,
+
+    with the mirror map `phi` and its mirror projection onto `C` (see
+    [`implicitx.mirror.AbstractMirrorMap`][]). With the negative entropy on the simplex
+    this is the exponentiated-gradient method, natural for problems over (products of)
+    simplices such as the multiclass SVM dual.
+
+    **Arguments:**
+
+    - `objective`: the smooth objective `f(x, theta) -> scalar`.
+    - `mirror_map`: an [`implicitx.mirror.AbstractMirrorMap`][], or a function
+        `theta -> AbstractMirrorMap`.
+    - `stepsize`: the step size `eta > 0`.
+    """
+
+    objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
+    mirror_map: AbstractMirrorMap | Callable[[PyTree[ArrayLike]], AbstractMirrorMap]
+    stepsize: float | Array = 1.0
+
+    def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
+        mirror_map = resolve(self.mirror_map, AbstractMirrorMap, theta)
+        gradient = jax.grad(self.objective)(x, theta)
+        return mirror_map.step(x, gradient, self.stepsize)

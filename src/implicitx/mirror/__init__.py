@@ -1,0 +1,7 @@
+"""Mirror maps for mirror descent."""
+
+from ._base import AbstractMirrorMap as AbstractMirrorMap
+from ._maps import (
+    Euclidean as Euclidean,
+    NegativeEntropySimplex as NegativeEntropySimplex,
+)

@@ -1,0 +1,116 @@
+import equinox as eqx
+import jax.numpy as jnp
+import lineax as lx
+from jaxtyping import Array, Float, Scalar
+
+from ._base import AbstractProjection, as_array
+from ._utils import cast_to
+
+
+def _check_hyperplane(name: str, a: Array, b: Array):
+    if a.ndim != 1 or b.ndim != 0:
+        raise ValueError(
+            f"`{name}` needs a vector `a` and a scalar `b`; got shapes {a.shape} and "
+            f"{b.shape}."
+        )
+
+
+class Hyperplane(AbstractProjection):
+    """The projection onto the hyperplane `{x : a . x = b}`:
+    `P(y) = y - (a . y - b) / ||a||^2 * a`.
+
+    Smooth; derivatives (with respect to `y`, `a` and `b`) by automatic
+    differentiation.
+
+    **Arguments:**
+
+    - `a`: the normal vector, non-zero, of the shape of the point.
+    - `b`: the offset, a scalar.
+    """
+
+    a: Float[Array, " n"] = eqx.field(converter=as_array)
+    b: Float[Array, ""] = eqx.field(converter=as_array)
+
+    def __check_init__(self):
+        _check_hyperplane("Hyperplane", self.a, self.b)
+
+    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+        a, b = cast_to(self.a, y), cast_to(self.b, y)
+        return y - (jnp.dot(a, y) - b) / jnp.dot(a, a) * a
+
+    def violation(self, x: Float[Array, " n"]) -> Scalar:
+        """The absolute residual `|a . x - b|`."""
+        return jnp.abs(jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x))
+
+
+class Halfspace(AbstractProjection):
+    """The projection onto the half-space `{x : a . x <= b}`:
+    `P(y) = y - max(a . y - b, 0) / ||a||^2 * a`.
+
+    Derivatives (with respect to `y`, `a` and `b`) by automatic differentiation,
+    exact away from the boundary `a . y = b`.
+
+    **Arguments:**
+
+    - `a`: the outward normal vector, non-zero, of the shape of the point.
+    - `b`: the offset, a scalar.
+    """
+
+    a: Float[Array, " n"] = eqx.field(converter=as_array)
+    b: Float[Array, ""] = eqx.field(converter=as_array)
+
+    def __check_init__(self):
+        _check_hyperplane("Halfspace", self.a, self.b)
+
+    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+        a, b = cast_to(self.a, y), cast_to(self.b, y)
+        excess = jnp.maximum(jnp.dot(a, y) - b, jnp.zeros((), y.dtype))
+        return y - excess / jnp.dot(a, a) * a
+
+    def violation(self, x: Float[Array, " n"]) -> Scalar:
+        """`max(0, a . x - b)`."""
+        excess = jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x)
+        return jnp.maximum(excess, jnp.zeros((), x.dtype))
+
+
+class AffineSet(AbstractProjection):
+    """The projection onto the affine set `{x : A x = b}`, for `A` of full row rank:
+    `P(y) = y - A^+ (A y - b)`, with `A^+ = A^T (A A^T)^{-1}` the pseudo-inverse.
+
+    The correction `A^+ (A y - b)` is the minimum-norm least-squares solution of
+    `A d = A y - b`, computed by `lineax.linear_solve` with a QR factorisation (no
+    normal equations). Smooth; derivatives (with respect to `y`, `A` and `b`) by
+    automatic differentiation through the lineax solve.
+
+    **Arguments:**
+
+    - `A`: the constraint matrix, of shape `(m, n)` with `m <= n` and full row rank
+        `m` (this is not checked).
+    - `b`: the right-hand side, of shape `(m,)`.
+    """
+
+    A: Float[Array, "m n"] = eqx.field(converter=as_array)
+    b: Float[Array, " m"] = eqx.field(converter=as_array)
+
+    def __check_init__(self):
+        A, b = self.A, self.b
+        if (
+            A.ndim != 2
+            or b.ndim != 1
+            or A.shape[0] != b.shape[0]
+            or A.shape[0] > A.shape[1]
+        ):
+            raise ValueError(
+                "`AffineSet` needs a matrix `A` of shape (m, n) with m <= n and a "
+                f"vector `b` of shape (m,); got shapes {A.shape} and {b.shape}."
+            )
+
+    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+        A, b = cast_to(self.A, y), cast_to(self.b, y)
+        operator = lx.MatrixLinearOperator(A)
+        correction = lx.linear_solve(operator, A @ y - b, solver=lx.QR()).value
+        return y - correction
+
+    def violation(self, x: Float[Array, " n"]) -> Scalar:
+        """The largest absolute residual `max_i |(A x - b)_i|`."""
+        return jnp.max(jnp.abs(cast_to(self.A, x) @ x - cast_to(self.b, x)))

@@ -1,0 +1,50 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Scalar
+
+from ._base import AbstractProjection, as_array
+from ._utils import cast_to, positive_part_max
+
+
+class Box(AbstractProjection):
+    """The projection onto the box `{x : lower <= x <= upper}`:
+    `P(y) = clip(y, lower, upper)`, elementwise.
+
+    Acts on an array of any shape. Derivatives (with respect to `y`, `lower` and
+    `upper`) are obtained by automatic differentiation: each coordinate of `P(y)`
+    follows `y`, `lower` or `upper`, whichever is active; they are exact away from
+    `y_i = lower_i` and `y_i = upper_i`.
+
+    **Arguments:**
+
+    - `lower`: the lower bounds: a scalar, or an array of the shape of the point.
+        Entries may be `-inf`.
+    - `upper`: the upper bounds: a scalar, or an array of the shape of the point,
+        with `lower <= upper`. Entries may be `inf`.
+    """
+
+    lower: Float[Array, "*shape"] = eqx.field(converter=as_array)
+    upper: Float[Array, "*shape"] = eqx.field(converter=as_array)
+
+    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        return jnp.clip(y, cast_to(self.lower, y), cast_to(self.upper, y))
+
+    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
+        """The largest bound violation `max(0, max_i lower_i - x_i, x_i - upper_i)`."""
+        return positive_part_max(cast_to(self.lower, x) - x, x - cast_to(self.upper, x))
+
+
+class Hypercube(AbstractProjection):
+    """The projection onto the unit hypercube `[0, 1]^n`: `P(y) = clip(y, 0, 1)`,
+    elementwise. The same as `Box(0.0, 1.0)`, without parameters.
+
+    Acts on an array of any shape. Its Jacobian is `diag(0 < y < 1)`, obtained by
+    automatic differentiation (exact away from `y_i = 0` and `y_i = 1`).
+    """
+
+    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        return jnp.clip(y, jnp.zeros((), y.dtype), jnp.ones((), y.dtype))
+
+    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
+        """The largest bound violation `max(0, max_i -x_i, x_i - 1)`."""
+        return positive_part_max(-x, x - 1)

@@ -1,0 +1,64 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Scalar
+
+from ._base import AbstractProjection, as_array
+from ._utils import cast_to, safe_norm
+
+
+class L2Ball(AbstractProjection):
+    """The projection onto the Euclidean ball `{x : ||x||_2 <= radius}`:
+    `P(y) = y * min(1, radius / ||y||_2)`.
+
+    Acts on an array of any shape (the norm is over all its entries, i.e. the
+    Frobenius norm of a matrix). Derivatives by automatic differentiation, exact away
+    from `||y||_2 = radius` and finite everywhere (including `y = 0`).
+
+    **Arguments:**
+
+    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    """
+
+    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+
+    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        radius = cast_to(self.radius, y)
+        norm, safe = safe_norm(y)
+        return jnp.where(norm > radius, radius / safe, 1) * y
+
+    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
+        """`max(0, ||x||_2 - radius)`."""
+        norm, _ = safe_norm(x)
+        return jnp.maximum(norm - cast_to(self.radius, x), jnp.zeros((), x.dtype))
+
+
+class L2Sphere(AbstractProjection):
+    """A Euclidean projection onto the Euclidean sphere `{x : ||x||_2 = radius}`:
+    `P(y) = radius * y / ||y||_2`.
+
+    The set is **not convex**. At `y = 0` every point of the sphere is a closest
+    point; `radius` times the first standard basis vector is returned (and the
+    derivative there is not meaningful). The projection is not non-expansive.
+    Feasibility, idempotence and the closest-point property hold; the convex-only
+    properties (non-expansiveness, the variational inequality) do not.
+
+    Acts on an array of any shape (the norm is over all its entries). Derivatives by
+    automatic differentiation, exact for `y != 0`.
+
+    **Arguments:**
+
+    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    """
+
+    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+
+    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        radius = cast_to(self.radius, y)
+        norm, safe = safe_norm(y)
+        first = jnp.zeros(y.size, y.dtype).at[0].set(1).reshape(y.shape)
+        return jnp.where(norm > 0, y / safe, first) * radius
+
+    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
+        """`| ||x||_2 - radius |`."""
+        norm, _ = safe_norm(x)
+        return jnp.abs(norm - cast_to(self.radius, x))

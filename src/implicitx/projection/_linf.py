@@ -1,0 +1,30 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Scalar
+
+from ._base import AbstractProjection, as_array
+from ._utils import cast_to
+
+
+class LInfBall(AbstractProjection):
+    """The projection onto the l-infinity ball `{x : max_i |x_i| <= radius}`:
+    `P(y) = clip(y, -radius, radius)`, elementwise.
+
+    Acts on an array of any shape. Derivatives by automatic differentiation, exact
+    away from `|y_i| = radius`.
+
+    **Arguments:**
+
+    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    """
+
+    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+
+    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        radius = cast_to(self.radius, y)
+        return jnp.clip(y, -radius, radius)
+
+    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
+        """`max(0, max_i |x_i| - radius)`."""
+        excess = jnp.max(jnp.abs(x)) - cast_to(self.radius, x)
+        return jnp.maximum(excess, jnp.zeros((), x.dtype))

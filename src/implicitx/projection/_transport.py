@@ -1,0 +1,434 @@
+"""Projections onto transportation polytopes: Euclidean (dual L-BFGS) and KL
+(Sinkhorn)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optimistix as optx
+from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
+
+from .._argmin import ImplicitArgmin
+from .._conditions import AbstractCondition, FixedPoint, Stationarity
+from .._solution import Solution
+from ..solvers import AbstractSolver
+from ._base import AbstractProjection, as_array
+from ._polyhedron import converged_result, default_tolerance
+from ._utils import cast_to
+
+
+def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:
+    a, b = cast_to(a, x), cast_to(b, x)
+    negative = jnp.max(-x)
+    rows = jnp.max(jnp.abs(jnp.sum(x, axis=1) - a))
+    columns = jnp.max(jnp.abs(jnp.sum(x, axis=0) - b))
+    return jnp.maximum(jnp.maximum(negative, 0), jnp.maximum(rows, columns))
+
+
+def _with_pinned_last(head: Array) -> Array:
+    """The column potentials with the last one pinned at zero. The potentials are
+    defined up to `(alpha + c, beta - c)`; pinning removes that null direction."""
+    return jnp.concatenate([head, jnp.zeros((1,), head.dtype)])
+
+
+# --------------------------------------------------------------------------------------
+# Euclidean projection
+# --------------------------------------------------------------------------------------
+#
+# min 0.5 ||P - Y||^2 s.t. P >= 0, P 1 = a, P^T 1 = b. With potentials alpha (rows) and
+# beta (columns), the inner minimisation over P >= 0 is separable:
+# P = max(Y - alpha 1^T - 1 beta^T, 0), and the (negated) dual is the convex, C^1,
+# piecewise quadratic
+#
+#     phi(alpha, beta) = 0.5 ||max(Y - alpha 1^T - 1 beta^T, 0)||^2 + a.alpha + b.beta
+#
+# whose gradient is (a - P 1, b - P^T 1).
+
+
+def _euclidean_plan(y: Array, alpha: Array, beta: Array) -> Array:
+    u = y - alpha[:, None] - beta[None, :]
+    # `where`, not `maximum`: the second derivative of phi at a zero entry is then 0.
+    return jnp.where(u > 0, u, jnp.zeros_like(u))
+
+
+def _transport_dual(potentials, theta) -> Scalar:
+    alpha, beta_head = potentials
+    y, a, b = theta
+    beta = _with_pinned_last(beta_head)
+    plan = _euclidean_plan(y, alpha, beta)
+    return 0.5 * jnp.sum(plan**2) + jnp.dot(a, alpha) + jnp.dot(b, beta)
+
+
+class _TransportDualSolver(AbstractSolver):
+    """L-BFGS on the dual, then semismooth Newton (`optimistix.Newton` on the
+    gradient, whose Jacobian is the generalised Hessian) to polish: the dual is
+    piecewise quadratic, so once L-BFGS has found the support of the plan, Newton
+    finishes in a step or two. Converged when the marginals match to `tol`."""
+
+    tol: float | None = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        del condition, x0
+        if differentiable:
+            raise ValueError(
+                f"`{type(self).__name__}` is used with implicit differentiation only."
+            )
+        y, a, b = theta
+        assert isinstance(y, jax.Array)
+        n, m = y.shape
+        tol = default_tolerance(y.dtype) if self.tol is None else self.tol
+        gradient = jax.grad(_transport_dual)
+        x0 = (jnp.zeros(n, y.dtype), jnp.zeros(m - 1, y.dtype))
+        coarse = optx.minimise(
+            _transport_dual,
+            optx.LBFGS(rtol=tol, atol=tol),
+            x0,
+            args=theta,
+            max_steps=self.max_steps,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+        fine = optx.root_find(
+            gradient,
+            optx.Newton(rtol=tol, atol=tol),
+            coarse.value,
+            args=theta,
+            max_steps=16,
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+
+        def marginal_error(potentials):
+            leaves = gradient(potentials, theta)
+            return jnp.max(jnp.concatenate([jnp.abs(g) for g in leaves]))
+
+        coarse_error = marginal_error(coarse.value)
+        fine_error = marginal_error(fine.value)
+        use_fine = fine_error <= coarse_error  # False if NaN.
+        potentials = jax.tree_util.tree_map(
+            lambda u, v: jnp.where(use_fine, u, v), fine.value, coarse.value
+        )
+        error = jnp.where(use_fine, fine_error, coarse_error)
+        scale = jnp.maximum(jnp.max(jnp.abs(a)), jnp.max(jnp.abs(b)))
+        result = converged_result(error <= tol * scale)
+        stats = {
+            "num_steps": coarse.stats["num_steps"],
+            "num_newton_steps": fine.stats["num_steps"],
+        }
+        return Solution(value=potentials, result=result, aux=None, stats=stats)
+
+
+def _euclidean_transport(
+    y: Array, a: Array, b: Array, tol: float | None, max_steps: int, throw: bool
+) -> Array:
+    argmin = ImplicitArgmin(
+        Stationarity(_transport_dual, convex=True),
+        _TransportDualSolver(tol, max_steps),
+        throw=throw,
+    )
+    alpha, beta_head = argmin((y, cast_to(a, y), cast_to(b, y)))
+    return _euclidean_plan(y, alpha, _with_pinned_last(beta_head))
+
+
+class TransportPolytope(AbstractProjection):
+    """The Euclidean projection of an `n x m` matrix onto the transportation
+    polytope `U(a, b) = {P : P >= 0, P 1 = a, P^T 1 = b}`.
+
+    The marginals must be positive with equal sums, `sum(a) = sum(b)` (otherwise the
+    polytope is empty and the solver fails).
+
+    **Algorithm.** The dual in the row and column potentials `(alpha, beta)` is
+    smooth (piecewise quadratic, once differentiable) and unconstrained, because the
+    inner problem is separable: `P = max(Y - alpha 1^T - 1 beta^T, 0)`. It is
+    minimised by `optimistix.LBFGS`, followed by a few semismooth Newton steps
+    (`optimistix.Newton` on its gradient) that make the solution accurate to rounding
+    once the support of `P` is found. The solve has converged when every row and
+    column sum is within `tol * max(a, b)` of its target.
+
+    **Derivatives** come from implicit differentiation ([`implicitx.ImplicitArgmin`][])
+    of the stationarity of the dual, in the potentials with the last column potential
+    pinned at zero. They need unique potentials: the bipartite graph of the positive
+    entries of `P(Y)` (rows and columns joined where `P_ij > 0`) must be connected.
+    Otherwise (for example at a vertex of the polytope, such as a permutation matrix
+    for the Birkhoff polytope) the linear system of implicit differentiation is
+    singular and differentiating raises an error. Where an entry of
+    `Y - alpha 1^T - 1 beta^T` is exactly zero the projection has a kink and a
+    one-sided derivative is returned.
+
+    **Arguments:**
+
+    - `a`: the row sums, shape `(n,)`.
+    - `b`: the column sums, shape `(m,)`.
+    - `tol`: the relative tolerance on the marginals (and the tolerance of L-BFGS).
+        Default `eps^(2/3)` of the dtype of `Y`.
+    - `max_steps`: the maximum number of L-BFGS steps.
+    - `throw`: whether a solve that does not converge raises an error (with
+        `throw=False`, derivatives are NaN instead).
+    """
+
+    a: Float[Array, " n"] = eqx.field(converter=as_array)
+    b: Float[Array, " m"] = eqx.field(converter=as_array)
+    tol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=1000, static=True)
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __call__(self, y: Float[Array, "n m"]) -> Float[Array, "n m"]:
+        return _euclidean_transport(
+            y, self.a, self.b, self.tol, self.max_steps, self.throw
+        )
+
+    def violation(self, x: Float[Array, "n m"]) -> Scalar:
+        """The largest of `-x_ij` and the errors of the row and column sums."""
+        return _polytope_violation(x, self.a, self.b)
+
+
+class BirkhoffPolytope(AbstractProjection):
+    """The Euclidean projection of a square matrix onto the Birkhoff polytope
+    of doubly stochastic matrices, `{P : P >= 0, P 1 = 1, P^T 1 = 1}`: the
+    [`implicitx.projection.TransportPolytope`][] with `a = b = 1`.
+
+    **Derivatives** come from implicit differentiation ([`implicitx.ImplicitArgmin`][])
+    of the stationarity of the dual, in the potentials with the last column potential
+    pinned at zero. They need unique potentials: the bipartite graph of the positive
+    entries of `P(Y)` (rows and columns joined where `P_ij > 0`) must be connected.
+    Otherwise (for example at a vertex of the polytope, such as a permutation matrix
+    for the Birkhoff polytope) the linear system of implicit differentiation is
+    singular and differentiating raises an error. Where an entry of
+    `Y - alpha 1^T - 1 beta^T` is exactly zero the projection has a kink and a
+    one-sided derivative is returned.
+
+    **Arguments:**
+
+    - `tol`, `max_steps`, `throw`: as for
+        [`implicitx.projection.TransportPolytope`][].
+    """
+
+    tol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=1000, static=True)
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __call__(self, y: Float[Array, "n n"]) -> Float[Array, "n n"]:
+        ones = jnp.ones(y.shape[0], y.dtype)
+        return _euclidean_transport(y, ones, ones, self.tol, self.max_steps, self.throw)
+
+    def violation(self, x: Float[Array, "n n"]) -> Scalar:
+        """The largest of `-x_ij` and the errors of the row and column sums."""
+        ones = jnp.ones(x.shape[0], x.dtype)
+        return _polytope_violation(x, ones, ones)
+
+
+# --------------------------------------------------------------------------------------
+# KL projection (entropic optimal transport, Sinkhorn)
+# --------------------------------------------------------------------------------------
+#
+# argmin_{P in U(a, b)} KL(P || exp(Y / eps)) has the form
+# P = exp((Y - f 1^T - 1 g^T) / eps). In log domain, the row update makes the row sums
+# equal to `a`, the column update the column sums equal to `b`:
+#
+#     f = eps lse_j((Y_ij - g_j) / eps) - eps log a,
+#     g = eps lse_i((Y_ij - f_i) / eps) - eps log b.
+#
+# Composed, they form a map of `g` alone, commuting with shifts `g + c`. Pinning the
+# last column potential at zero makes its fixed point unique.
+
+
+def _row_potentials(y, g, a, epsilon):
+    return epsilon * jax.nn.logsumexp((y - g[None, :]) / epsilon, axis=1) - (
+        epsilon * jnp.log(a)
+    )
+
+
+def _column_potentials(y, f, b, epsilon):
+    return epsilon * jax.nn.logsumexp((y - f[:, None]) / epsilon, axis=0) - (
+        epsilon * jnp.log(b)
+    )
+
+
+def _sinkhorn_map(g_head: Array, theta) -> Array:
+    """One Sinkhorn sweep (rows then columns) on the pinned column potentials."""
+    y, a, b, epsilon = theta
+    f = _row_potentials(y, _with_pinned_last(g_head), a, epsilon)
+    g = _column_potentials(y, f, b, epsilon)
+    return g[:-1] - g[-1]
+
+
+def _kl_plan(y, g_head, a, epsilon):
+    g = _with_pinned_last(g_head)
+    f = _row_potentials(y, g, a, epsilon)
+    return jnp.exp((y - f[:, None] - g[None, :]) / epsilon)
+
+
+class _Sinkhorn(AbstractSolver):
+    """Log-domain Sinkhorn iterations until the column sums match `b` to a relative
+    tolerance (the row sums match after every sweep)."""
+
+    tol: float | None = eqx.field(static=True)
+    max_steps: int = eqx.field(static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        del condition, x0
+        if differentiable:
+            raise ValueError(
+                f"`{type(self).__name__}` is used with implicit differentiation only."
+            )
+        y, a, b, epsilon = theta
+        assert isinstance(y, jax.Array)
+        tol = default_tolerance(y.dtype) if self.tol is None else self.tol
+
+        def cond(carry):
+            _, k, error = carry
+            return (k < self.max_steps) & (error > tol)
+
+        def body(carry):
+            g_head, k, _ = carry
+            g = _with_pinned_last(g_head)
+            f = _row_potentials(y, g, a, epsilon)
+            g_new = _column_potentials(y, f, b, epsilon)
+            # The column sums before this update were `b exp((g_new - g) / eps)`.
+            error = jnp.max(jnp.abs(jnp.expm1((g_new - g) / epsilon)))
+            return g_new[:-1] - g_new[-1], k + 1, error
+
+        init = (
+            jnp.zeros(y.shape[1] - 1, y.dtype),
+            jnp.array(0),
+            jnp.array(jnp.inf, y.dtype),
+        )
+        g_head, num_steps, error = jax.lax.while_loop(cond, body, init)
+        result = converged_result(error <= tol)
+        return Solution(
+            value=g_head, result=result, aux=None, stats={"num_steps": num_steps}
+        )
+
+
+def _kl_transport(y, a, b, epsilon, tol, max_steps, throw):
+    a, b, epsilon = cast_to(a, y), cast_to(b, y), cast_to(epsilon, y)
+    argmin = ImplicitArgmin(
+        FixedPoint(_sinkhorn_map), _Sinkhorn(tol, max_steps), throw=throw
+    )
+    g_head = argmin((y, a, b, epsilon))
+    return _kl_plan(y, g_head, a, epsilon)
+
+
+class KLTransportPolytope(AbstractProjection):
+    """The KL projection onto the transportation polytope
+    `U(a, b) = {P : P >= 0, P 1 = a, P^T 1 = b}`, of the positive matrix
+    `K = exp(Y / epsilon)` given by its scores `Y`:
+
+    `P(Y) = argmin_{P in U(a, b)} KL(P || exp(Y / epsilon))`, with
+    `KL(P || K) = sum P log(P / K) - P + K`.
+
+    This is a **Bregman (KL) projection, not a Euclidean one**: it shares the
+    interface of [`implicitx.projection.AbstractProjection`][] (and its `violation`
+    measures membership of the same polytope), but it is not the nearest point in the
+    Euclidean norm, so Euclidean properties such as non-expansiveness do not apply.
+    Its output is strictly positive. Equivalently, it is the entropy-regularised
+    optimal transport plan `argmax_P <P, Y> + epsilon H(P)` with
+    `H(P) = -sum P (log P - 1)`. To project a positive matrix `K` in KL, pass
+    `Y = log(K)` with `epsilon = 1`.
+
+    **Algorithm.** Sinkhorn iterations in the log domain (in the row and column
+    potentials, stable for small `epsilon` and large scores) inside a
+    `jax.lax.while_loop`, until every column sum is within a relative `tol` of its
+    target (row sums are exact after each sweep). Convergence is linear, and slows
+    down as `epsilon` decreases relative to the spread of `Y`.
+
+    **Derivatives** with respect to `Y` and every parameter come from implicit
+    differentiation ([`implicitx.ImplicitArgmin`][]) of the fixed point of a Sinkhorn
+    sweep in the column potentials, with the last one pinned at zero (the potentials
+    are otherwise defined only up to `(f + c, g - c)`); forward and reverse mode, any
+    order. A solve that does not converge raises an error (`throw=True`) or gives NaN
+    derivatives (`throw=False`).
+
+    **Arguments:**
+
+    - `a`: the row sums, positive, shape `(n,)`.
+    - `b`: the column sums, positive, shape `(m,)`, with `sum(b) = sum(a)`.
+    - `epsilon`: the (positive) temperature. Default `1.0`.
+    - `tol`: the relative tolerance on the column sums. Default `eps^(2/3)` of the
+        dtype of `Y`.
+    - `max_steps`: the maximum number of Sinkhorn sweeps.
+    - `throw`: whether a solve that does not converge raises an error.
+    """
+
+    a: Float[Array, " n"] = eqx.field(converter=as_array)
+    b: Float[Array, " m"] = eqx.field(converter=as_array)
+    epsilon: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    tol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=10_000, static=True)
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __call__(self, y: Float[Array, "n m"]) -> Float[Array, "n m"]:
+        return _kl_transport(
+            y, self.a, self.b, self.epsilon, self.tol, self.max_steps, self.throw
+        )
+
+    def violation(self, x: Float[Array, "n m"]) -> Scalar:
+        """The largest of `-x_ij` and the errors of the row and column sums."""
+        return _polytope_violation(x, self.a, self.b)
+
+
+class KLBirkhoffPolytope(AbstractProjection):
+    """The KL projection of a square matrix onto the Birkhoff polytope of
+    doubly stochastic matrices: [`implicitx.projection.KLTransportPolytope`][] with
+    `a = b = 1`,
+
+    `P(Y) = argmin_{P doubly stochastic} KL(P || exp(Y / epsilon))`.
+
+    This is a **Bregman (KL) projection, not a Euclidean one**: it shares the
+    interface of [`implicitx.projection.AbstractProjection`][] (and its `violation`
+    measures membership of the same polytope), but it is not the nearest point in the
+    Euclidean norm, so Euclidean properties such as non-expansiveness do not apply.
+    Its output is strictly positive. Equivalently, it is the entropy-regularised
+    optimal transport plan `argmax_P <P, Y> + epsilon H(P)` with
+    `H(P) = -sum P (log P - 1)`. To project a positive matrix `K` in KL, pass
+    `Y = log(K)` with `epsilon = 1`.
+
+    **Algorithm.** Sinkhorn iterations in the log domain (in the row and column
+    potentials, stable for small `epsilon` and large scores) inside a
+    `jax.lax.while_loop`, until every column sum is within a relative `tol` of its
+    target (row sums are exact after each sweep). Convergence is linear, and slows
+    down as `epsilon` decreases relative to the spread of `Y`.
+
+    **Derivatives** with respect to `Y` and every parameter come from implicit
+    differentiation ([`implicitx.ImplicitArgmin`][]) of the fixed point of a Sinkhorn
+    sweep in the column potentials, with the last one pinned at zero (the potentials
+    are otherwise defined only up to `(f + c, g - c)`); forward and reverse mode, any
+    order. A solve that does not converge raises an error (`throw=True`) or gives NaN
+    derivatives (`throw=False`).
+
+    **Arguments:**
+
+    - `epsilon`: the (positive) temperature. Default `1.0`.
+    - `tol`, `max_steps`, `throw`: as for
+        [`implicitx.projection.KLTransportPolytope`][].
+    """
+
+    epsilon: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    tol: float | None = eqx.field(default=None, static=True)
+    max_steps: int = eqx.field(default=10_000, static=True)
+    throw: bool = eqx.field(default=True, static=True)
+
+    def __call__(self, y: Float[Array, "n n"]) -> Float[Array, "n n"]:
+        ones = jnp.ones(y.shape[0], y.dtype)
+        return _kl_transport(
+            y, ones, ones, self.epsilon, self.tol, self.max_steps, self.throw
+        )
+
+    def violation(self, x: Float[Array, "n n"]) -> Scalar:
+        """The largest of `-x_ij` and the errors of the row and column sums."""
+        ones = jnp.ones(x.shape[0], x.dtype)
+        return _polytope_violation(x, ones, ones)

@@ -1,0 +1,73 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Scalar
+
+from ..projection._base import as_array
+from ._base import AbstractProx
+from ._misc import cast_to
+
+
+class Zero(AbstractProx):
+    """The prox of the zero function `g(x) = 0`: the identity,
+    `prox_{s g}(y) = y`.
+
+    Useful as the "no regulariser" case of proximal methods (proximal gradient then
+    reduces to gradient descent).
+    """
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        del stepsize
+        return jnp.asarray(y)
+
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        return jnp.zeros((), dtype=x.dtype)
+
+
+class Ridge(AbstractProx):
+    """The prox of the squared Euclidean norm
+    `g(x) = strength / 2 * sum_i x_i^2` (a weighted sum when `strength` is an array):
+    `prox_{s g}(y) = y / (1 + s * strength)`.
+
+    **Arguments:**
+
+    - `strength`: the non-negative regularisation strength; a scalar, or an array
+        broadcastable to the shape of the point (one strength per coordinate).
+        Default `1.0`.
+    """
+
+    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        s = cast_to(stepsize, y)
+        return y / (1 + s * cast_to(self.strength, y))
+
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        return 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)
+
+
+class NonNegativeRidge(AbstractProx):
+    """The prox of the squared Euclidean norm restricted to the non-negative orthant,
+    `g(x) = strength / 2 * sum_i x_i^2 + indicator(x >= 0)` (a weighted sum when
+    `strength` is an array): `prox_{s g}(y) = max(y, 0) / (1 + s * strength)`.
+
+    **Arguments:**
+
+    - `strength`: the non-negative regularisation strength; a scalar, or an array
+        broadcastable to the shape of the point. Default `1.0`.
+    """
+
+    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        s = cast_to(stepsize, y)
+        return jnp.maximum(y, 0) / (1 + s * cast_to(self.strength, y))
+
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        penalty = 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)
+        return jnp.where(jnp.all(x >= 0), penalty, jnp.inf)

@@ -1,0 +1,82 @@
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Scalar
+
+from ..projection._base import as_array
+from ..projection._l1 import L1Ball
+from ._base import AbstractProx
+from ._misc import block_soft_threshold, cast_to, safe_norm
+
+
+def _check_scalar(strength: Array):
+    if jnp.ndim(strength) != 0:
+        raise ValueError(
+            f"`strength` must be a scalar, got an array of shape {jnp.shape(strength)}."
+        )
+
+
+class L2Norm(AbstractProx):
+    """The prox of the (non-squared) Euclidean norm `g(x) = strength * ||x||_2`,
+    the norm taken over the whole array (the Frobenius norm for a matrix): block soft
+    thresholding, `prox_{s g}(y) = max(1 - s strength / ||y||_2, 0) y`.
+
+    Its derivatives are finite everywhere, including at `y = 0`. For a sum of norms
+    over the rows of a matrix, see [`implicitx.prox.GroupLasso`][].
+
+    **Arguments:**
+
+    - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
+    """
+
+    strength: Float[Array, ""] = eqx.field(converter=as_array, default=1.0)
+
+    def __check_init__(self):
+        _check_scalar(self.strength)
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        s = cast_to(stepsize, y)
+        return block_soft_threshold(y, s * cast_to(self.strength, y))
+
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        return cast_to(self.strength, x) * safe_norm(x)[0]
+
+
+class LInfNorm(AbstractProx):
+    """The prox of the l-infinity norm `g(x) = strength * max_i |x_i|`, the maximum
+    taken over all the entries of the array.
+
+    Computed by the Moreau decomposition: the conjugate of `t ||.||_inf` is the
+    indicator of the l1 ball of radius `t`, so with `t = s strength`,
+    `prox_{s g}(y) = y - t P(y / t)`, where `P` is
+    [`implicitx.projection.L1Ball`][] of radius `1`. The result clips the entries of
+    largest magnitude to a common level `tau`, `x_i = sign(y_i) min(|y_i|, tau)`,
+    with `sum_i max(|y_i| - tau, 0) = t`, and is `0` when `||y||_1 <= t`.
+
+    Its derivatives are those of the projection, exact away from `||y||_1 = t` and
+    from `|y_i| = tau`; they are finite at `y = 0`.
+
+    **Arguments:**
+
+    - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
+    """
+
+    strength: Float[Array, ""] = eqx.field(converter=as_array, default=1.0)
+
+    def __check_init__(self):
+        _check_scalar(self.strength)
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        threshold = cast_to(stepsize, y) * cast_to(self.strength, y)
+        positive = threshold > 0
+        # With a zero threshold the prox is the identity; the division is kept finite.
+        safe = jnp.where(positive, threshold, 1)
+        flat = jnp.ravel(y)
+        shrunk = flat - safe * L1Ball()(flat / safe)
+        return jnp.where(positive, shrunk, flat).reshape(y.shape)
+
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        return cast_to(self.strength, x) * jnp.max(jnp.abs(x))

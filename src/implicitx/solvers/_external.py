@@ -1,0 +1,358 @@
+"""Forward solvers that run outside JAX (SciPy, scikit-learn, CVXPY, any Python code),
+reached through `jax.pure_callback`. Their solutions are differentiated by implicitx's
+rule from the condition, as for any other solver."""
+
+import importlib
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import ArrayLike, PyTree
+
+from .._conditions import AbstractCondition, AbstractObjectiveCondition
+from .._results import RESULTS
+from .._solution import Solution
+from ._base import AbstractSolver, not_differentiable, require_x0
+
+
+def require(module: str, extra: str = "tests") -> Any:
+    """Imports an optional dependency, or raises an error saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        package = {"sklearn": "scikit-learn"}.get(module, module)
+        raise ImportError(
+            f"This solver needs the optional dependency `{package}`: "
+            f"`pip install {package}` (or `pip install implicitx[{extra}]`)."
+        ) from e
+
+
+def _host_solve(fn, structure, theta, x0, name) -> tuple[Any, bool]:
+    """Runs `fn` on NumPy values; any exception or non-finite output is a failure,
+    reported with its traceback as a warning and as a `False` flag."""
+    try:
+        out = fn(theta, x0)
+        out = jtu.tree_map(
+            lambda o, s: np.asarray(o, dtype=s.dtype).reshape(s.shape), out, structure
+        )
+        finite = all(np.all(np.isfinite(leaf)) for leaf in jtu.tree_leaves(out))
+        if not finite:
+            warnings.warn(f"{name} returned non-finite values.", stacklevel=1)
+        return out, finite
+    except Exception:
+        warnings.warn(
+            f"{name} raised an exception:\n{traceback.format_exc()}", stacklevel=1
+        )
+        nan = jtu.tree_map(lambda s: np.full(s.shape, np.nan, s.dtype), structure)
+        return nan, False
+
+
+class ExternalSolver(AbstractSolver):
+    """Any Python function of NumPy arrays as a forward solver: scikit-learn
+    estimators, SciPy, a C library, a hand-written reference, ...
+
+    ```python
+    from sklearn.linear_model import Lasso
+
+    def fit(theta, x0):
+        model = Lasso(alpha=float(theta["alpha"]), fit_intercept=False, tol=1e-12)
+        return model.fit(X, theta["y"]).coef_
+
+    argmin = ix.ImplicitArgmin(lasso_condition, ix.solvers.ExternalSolver(fit),
+                               x0=jnp.zeros(d))
+    ```
+
+    The function runs on the host through `jax.pure_callback` (so it works under
+    `jit`; under `vmap` it is called once per batch element). It is never
+    differentiated: derivatives come from the condition. If it raises, or returns
+    non-finite values, the result is `RESULTS.external_solver_failed` (an error under
+    `throw=True`) and the exception is shown as a warning; in a batch, the result code
+    says which elements failed.
+
+    **Arguments:**
+
+    - `fn`: `fn(theta, x0) -> x` on NumPy arrays (`theta` and `x0` as NumPy
+        PyTrees). The output is converted to the structure, shape and dtype of `x0`.
+    - `vmap_method`: how `jax.vmap` calls `fn`: `"sequential"` (default, one call per
+        element) or any other `jax.pure_callback` `vmap_method`.
+    """
+
+    fn: Callable[[Any, Any], Any]
+    vmap_method: str = eqx.field(default="sequential", static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        del condition
+        return _callback_solve(self, self.fn, theta, x0, differentiable)
+
+
+def _callback_solve(solver, fn, args, x0, differentiable) -> Solution:
+    if differentiable:
+        not_differentiable(solver)
+    x0 = jtu.tree_map(jnp.asarray, require_x0(x0, solver))
+    structure = jax.eval_shape(lambda: x0)
+    name = f"The external solver `{type(solver).__name__}`"
+
+    def host(args, x0):
+        args = jtu.tree_map(np.asarray, args)
+        x0 = jtu.tree_map(np.asarray, x0)
+        value, ok = _host_solve(fn, structure, args, x0, name)
+        return value, np.asarray(ok)
+
+    out_shape = (structure, jax.ShapeDtypeStruct((), jnp.bool_))
+    vmap_method = getattr(solver, "vmap_method", "sequential")
+    value, ok = jax.pure_callback(host, out_shape, args, x0, vmap_method=vmap_method)
+    good, failed = RESULTS.successful, RESULTS.external_solver_failed
+    result = RESULTS.where(ok, good, failed)  # pyright: ignore[reportArgumentType]
+    return Solution(value=value, result=result, aux=None, stats={})
+
+
+class ScipyMinimize(AbstractSolver):
+    """`scipy.optimize.minimize` as a forward solver for a condition with a smooth
+    objective (e.g. [`implicitx.Stationarity`][]). The objective and its gradient are
+    compiled JAX functions called from SciPy.
+
+    **Arguments:**
+
+    - `method`: the SciPy method, e.g. `"L-BFGS-B"` (default), `"BFGS"`,
+        `"trust-exact"`, ...
+    - `tol`: SciPy's `tol`.
+    - `options`: SciPy's `options` dict (e.g. `{"maxiter": 1000}`), as a tuple of
+        pairs or a dict.
+    - `gradient_tol`: a result that SciPy flags as unsuccessful is still accepted when
+        `max|grad f| <= gradient_tol` there (SciPy's line searches often stop with
+        "precision loss" at a point as accurate as the floating-point objective
+        allows). Otherwise it is a failure.
+    """
+
+    method: str = eqx.field(default="L-BFGS-B", static=True)
+    tol: float = eqx.field(default=1e-10, static=True)
+    options: tuple[tuple[str, Any], ...] = eqx.field(default=(), static=True)
+    gradient_tol: float = eqx.field(default=1e-8, static=True)
+
+    def __init__(self, method="L-BFGS-B", tol=1e-10, options=(), gradient_tol=1e-8):
+        self.method = method
+        self.tol = tol
+        self.options = tuple(dict(options).items())
+        self.gradient_tol = gradient_tol
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        if not isinstance(condition, AbstractObjectiveCondition):
+            raise TypeError(
+                "`ScipyMinimize` needs a condition with an objective (e.g. "
+                f"`Stationarity`), got `{type(condition).__name__}`."
+            )
+        scipy_optimize = require("scipy.optimize")
+        dynamic, static = eqx.partition(condition, eqx.is_array)
+        method, tol, options = self.method, self.tol, dict(self.options)
+        gradient_tol = self.gradient_tol
+
+        @jax.jit
+        def value_and_grad(x, dynamic, theta):
+            objective = eqx.combine(dynamic, static).objective
+            return jax.value_and_grad(objective)(x, theta)
+
+        def fn(args, x0):
+            dynamic, theta = args
+            shape, dtype = x0.shape, x0.dtype
+
+            def fun(flat):
+                v, g = value_and_grad(flat.reshape(shape).astype(dtype), dynamic, theta)
+                return float(v), np.asarray(g, dtype=np.float64).reshape(-1)
+
+            res = scipy_optimize.minimize(
+                fun, x0.reshape(-1), jac=True, method=method, tol=tol, options=options
+            )
+            if not res.success and np.max(np.abs(fun(res.x)[1])) > gradient_tol:
+                raise RuntimeError(f"scipy.optimize.minimize: {res.message}")
+            return res.x.reshape(shape)
+
+        return _callback_solve(self, fn, (dynamic, theta), x0, differentiable)
+
+
+class ScipyRoot(AbstractSolver):
+    """`scipy.optimize.root` as a forward solver for any condition (a root of its
+    residual `F(x, theta)`), with the Jacobian `dF/dx` from JAX.
+
+    **Arguments:**
+
+    - `method`: the SciPy method, e.g. `"hybr"` (default), `"lm"`, ...
+    - `tol`: SciPy's `tol`.
+    """
+
+    method: str = eqx.field(default="hybr", static=True)
+    tol: float = eqx.field(default=1e-12, static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        scipy_optimize = require("scipy.optimize")
+        dynamic, static = eqx.partition(condition, eqx.is_array)
+        method, tol = self.method, self.tol
+
+        @jax.jit
+        def residual_and_jacobian(x, dynamic, theta):
+            residual = lambda y: eqx.combine(dynamic, static)(y, theta)
+            return residual(x), jax.jacfwd(residual)(x)
+
+        def fn(args, x0):
+            dynamic, theta = args
+            shape, dtype = x0.shape, x0.dtype
+
+            def fun(flat):
+                r, J = residual_and_jacobian(
+                    flat.reshape(shape).astype(dtype), dynamic, theta
+                )
+                n = flat.size
+                return np.asarray(r).reshape(-1), np.asarray(J).reshape(n, n)
+
+            res = scipy_optimize.root(
+                fun, x0.reshape(-1), jac=True, method=method, tol=tol
+            )
+            if not res.success:
+                raise RuntimeError(f"scipy.optimize.root: {res.message}")
+            return res.x.reshape(shape)
+
+        return _callback_solve(self, fn, (dynamic, theta), x0, differentiable)
+
+
+class ScipyLinprog(AbstractSolver):
+    """`scipy.optimize.linprog` (HiGHS) as a forward solver for linear programs
+    `min c^T x  s.t.  A_ub x <= b_ub, A_eq x = b_eq`.
+
+    The problem data come from a host function of `theta`; the derivatives come from
+    the condition, typically a [`implicitx.ProjectedGradientFixedPoint`][] with the
+    objective `c^T x` and the polyhedron as projection (an LP solution `x*` satisfies
+    `x* = P_C(x* - eta c)` for every `eta > 0`). Derivatives exist at non-degenerate
+    vertices, where `x*` is locally an affine function of `b_ub`, `b_eq`, `A_ub`,
+    `A_eq` (and locally constant in `c`).
+
+    **Arguments:**
+
+    - `data`: `data(theta) -> dict` on NumPy values, with keys among `c`, `A_ub`,
+        `b_ub`, `A_eq`, `b_eq`, `bounds` (as `scipy.optimize.linprog`; variables are
+        free unless `bounds` says otherwise).
+    - `method`: the SciPy method. Default `"highs"`.
+    """
+
+    data: Callable[[Any], dict] = eqx.field(static=True)
+    method: str = eqx.field(default="highs", static=True)
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        del condition
+        scipy_optimize = require("scipy.optimize")
+        data, method = self.data, self.method
+
+        def fn(theta, x0):
+            problem = dict(data(theta))
+            problem.setdefault("bounds", (None, None))
+            res = scipy_optimize.linprog(method=method, **problem)
+            if res.status != 0:
+                raise RuntimeError(f"scipy.optimize.linprog: {res.message}")
+            return res.x
+
+        return _callback_solve(self, fn, theta, x0, differentiable)
+
+
+class CvxpySolver(AbstractSolver):
+    """A CVXPY problem as a forward solver. The problem is written once with
+    `cvxpy.Parameter`s; each solve sets the parameters from `theta` and returns the
+    value of the variable.
+
+    ```python
+    x = cp.Variable(d)
+    alpha, target = cp.Parameter(nonneg=True), cp.Parameter(n)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(X @ x - target) / (2 * n)
+                                     + alpha * cp.norm1(x)))
+    solver = ix.solvers.CvxpySolver(problem, x, {"alpha": alpha, "y": target})
+    ```
+
+    The solution is differentiated through the matching condition (here a
+    `ProximalGradientFixedPoint` with an L1 prox), not through CVXPY. A status other
+    than optimal is reported as `RESULTS.external_solver_failed`.
+
+    **Arguments:**
+
+    - `problem`: a `cvxpy.Problem`.
+    - `variable`: the `cvxpy.Variable` that is the solution `x`.
+    - `parameters`: a PyTree with the structure of `theta` whose leaves are the
+        `cvxpy.Parameter`s to set from the corresponding leaves of `theta` (use
+        `None` for leaves of `theta` that the problem does not use).
+    - `solve_kwargs`: keyword arguments of `problem.solve` (e.g.
+        `{"solver": "CLARABEL"}`), as a dict.
+    """
+
+    problem: Any = eqx.field(static=True)
+    variable: Any = eqx.field(static=True)
+    parameters: Any = eqx.field(static=True)
+    solve_kwargs: tuple[tuple[str, Any], ...] = eqx.field(default=(), static=True)
+
+    def __init__(self, problem, variable, parameters, solve_kwargs=()):
+        cp = require("cvxpy")
+        if not isinstance(problem, cp.Problem):
+            raise TypeError("`problem` must be a `cvxpy.Problem`.")
+        self.problem = problem
+        self.variable = variable
+        self.parameters = parameters
+        self.solve_kwargs = tuple(dict(solve_kwargs).items())
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        differentiable: bool = False,
+    ) -> Solution:
+        del condition
+        problem, variable, kwargs = self.problem, self.variable, dict(self.solve_kwargs)
+        parameters = self.parameters
+
+        def fn(theta, x0):
+            del x0
+            pairs = jtu.tree_leaves(
+                jtu.tree_map(
+                    lambda p, t: (p, t), parameters, theta, is_leaf=lambda z: z is None
+                ),
+                is_leaf=lambda z: isinstance(z, tuple),
+            )
+            for parameter, value in pairs:
+                if parameter is not None:
+                    parameter.value = np.asarray(value)
+            problem.solve(**kwargs)
+            if problem.status not in ("optimal", "optimal_inaccurate"):
+                raise RuntimeError(f"CVXPY status: {problem.status}")
+            return variable.value
+
+        return _callback_solve(self, fn, theta, x0, differentiable)

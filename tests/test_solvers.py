@@ -1,0 +1,518 @@
+"""Forward solvers on a table of problems: each reaches an independent reference
+(scikit-learn, SciPy, CVXPY, closed forms) and its implicit hypergradient matches
+finite differences of the solution map."""
+
+import cvxpy as cp
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+import scipy.optimize
+from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression
+
+import implicitx as ix
+
+
+TOL = 1e-12
+_rng = np.random.default_rng(0)
+N, D = 40, 6
+X = _rng.standard_normal((N, D))
+W_TRUE = np.array([1.5, -2.0, 0.0, 0.0, 0.7, 0.0])
+Y = X @ W_TRUE + 0.3 * _rng.standard_normal(N)
+LABELS = np.where(X @ W_TRUE + _rng.standard_normal(N) > 0, 1.0, -1.0)
+XJ, YJ, LJ = jnp.asarray(X), jnp.asarray(Y), jnp.asarray(LABELS)
+
+
+class Problem:
+    def __init__(self, condition, theta, x0, reference, solvers):
+        # The first solver is the most accurate: it gives the finite differences.
+        self.condition = condition
+        self.theta = theta
+        self.x0 = x0
+        self.reference = reference  # theta -> numpy solution, independent of implicitx
+        self.solvers = solvers
+
+
+# -- Least squares (ridge), as residuals -------------------------------------------
+
+
+def ridge_residuals(x, theta):
+    return jnp.concatenate([XJ @ x - YJ, jnp.sqrt(theta) * x])
+
+
+def ridge_reference(theta):
+    return np.linalg.solve(X.T @ X + float(theta) * np.eye(D), X.T @ Y)
+
+
+# -- Logistic regression ------------------------------------------------------------
+
+
+def logistic(x, theta):
+    return jnp.sum(jnp.logaddexp(0.0, -LJ * (XJ @ x))) + 0.5 * theta * jnp.sum(x**2)
+
+
+def logistic_reference(theta):
+    model = LogisticRegression(
+        C=1 / float(theta), fit_intercept=False, tol=1e-12, max_iter=10_000
+    )
+    return model.fit(X, LABELS).coef_[0]
+
+
+def sklearn_logistic(theta, x0):
+    return logistic_reference(theta)
+
+
+# -- Lasso, elastic net, non-negative least squares ------------------------------------
+
+
+def smooth_ls(x, theta):
+    return 0.5 * jnp.sum((XJ @ x - YJ) ** 2) / N
+
+
+def lasso_reference(theta):
+    model = Lasso(alpha=float(theta), fit_intercept=False, tol=1e-14, max_iter=10**6)
+    return model.fit(X, Y).coef_
+
+
+L1_RATIO = 0.7
+
+
+def enet_reference(theta):
+    model = ElasticNet(
+        alpha=float(theta),
+        l1_ratio=L1_RATIO,
+        fit_intercept=False,
+        tol=1e-14,
+        max_iter=10**6,
+    )
+    return model.fit(X, Y).coef_
+
+
+def nnls_smooth(x, theta):
+    return 0.5 * jnp.sum((XJ @ x - theta) ** 2)
+
+
+def nnls_reference(theta):
+    return scipy.optimize.nnls(X, np.asarray(theta))[0]
+
+
+def _lasso_cvxpy():
+    x = cp.Variable(D)
+    alpha = cp.Parameter(nonneg=True)
+    objective = cp.sum_squares(X @ x - Y) / (2 * N) + alpha * cp.norm1(x)
+    problem = cp.Problem(cp.Minimize(objective))
+    return ix.solvers.CvxpySolver(
+        problem,
+        x,
+        alpha,
+        {
+            "solver": "CLARABEL",
+            "tol_gap_abs": 1e-12,
+            "tol_gap_rel": 1e-12,
+            "tol_feas": 1e-12,
+        },
+    )
+
+
+# -- Multiclass SVM dual (one simplex per row) ---------------------------------------
+
+NS, PS, KS = 8, 16, 3
+XS = jnp.asarray(_rng.standard_normal((NS, PS)))
+YS = jax.nn.one_hot(jnp.asarray(_rng.integers(0, KS, NS)), KS, dtype=jnp.float64)
+
+
+def svm_dual(beta, lam):
+    w = XS.T @ (YS - beta) / lam
+    return 0.5 * lam * jnp.sum(w**2) + jnp.sum(beta * YS)
+
+
+def svm_reference(lam):
+    beta = cp.Variable((NS, KS))
+    objective = (
+        0.5 / float(lam) * cp.sum_squares(np.asarray(XS).T @ (np.asarray(YS) - beta))
+    )
+    objective = objective + cp.sum(cp.multiply(beta, np.asarray(YS)))
+    problem = cp.Problem(cp.Minimize(objective), [beta >= 0, cp.sum(beta, axis=1) == 1])
+    problem.solve(
+        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
+    )
+    return beta.value
+
+
+# -- A smooth root problem -----------------------------------------------------------
+
+M = jnp.asarray(0.4 * _rng.standard_normal((D, D)) / np.sqrt(D))
+
+
+def root_F(x, theta):
+    return x + 0.5 * jnp.tanh(M @ x) - theta
+
+
+def root_T(x, theta):
+    return theta - 0.5 * jnp.tanh(M @ x)
+
+
+def root_reference(theta):
+    fun = lambda x: np.asarray(root_F(jnp.asarray(x), jnp.asarray(theta)))
+    return scipy.optimize.root(fun, np.zeros(D), tol=1e-14).x
+
+
+PROBLEMS = {
+    "least_squares": Problem(
+        ix.LeastSquaresStationarity(ridge_residuals, convex=True),
+        jnp.array(2.0),
+        jnp.zeros(D),
+        ridge_reference,
+        {
+            "bfgs": ix.solvers.OptimistixMinimiser(optx.BFGS(rtol=TOL, atol=TOL), 1000),
+            "lbfgs": ix.solvers.OptimistixMinimiser(
+                optx.LBFGS(rtol=TOL, atol=TOL), 1000
+            ),
+            "newton": ix.solvers.OptimistixRootFinder(optx.Newton(rtol=TOL, atol=TOL)),
+            "gauss_newton": ix.solvers.OptimistixLeastSquares(
+                optx.GaussNewton(rtol=TOL, atol=TOL)
+            ),
+            "levenberg_marquardt": ix.solvers.OptimistixLeastSquares(
+                optx.LevenbergMarquardt(rtol=TOL, atol=TOL)
+            ),
+            "scipy_lbfgsb": ix.solvers.ScipyMinimize(
+                "L-BFGS-B", 1e-14, {"maxiter": 10_000}
+            ),
+        },
+    ),
+    "logistic": Problem(
+        ix.Stationarity(logistic, convex=True),
+        jnp.array(0.5),
+        jnp.zeros(D),
+        logistic_reference,
+        {
+            "newton": ix.solvers.OptimistixRootFinder(optx.Newton(rtol=TOL, atol=TOL)),
+            "bfgs": ix.solvers.OptimistixMinimiser(optx.BFGS(rtol=TOL, atol=TOL), 1000),
+            "nonlinear_cg": ix.solvers.OptimistixMinimiser(
+                optx.NonlinearCG(rtol=TOL, atol=TOL), 5000
+            ),
+            "scipy_bfgs": ix.solvers.ScipyMinimize("BFGS", 1e-9),
+            "sklearn": ix.solvers.ExternalSolver(sklearn_logistic),
+        },
+    ),
+    "lasso": Problem(
+        ix.ProximalGradientFixedPoint(smooth_ls, lambda theta: ix.prox.L1(theta)),
+        jnp.array(0.1),
+        jnp.zeros(D),
+        lasso_reference,
+        {
+            "proximal_gradient": ix.solvers.ProximalGradient(rtol=TOL, atol=TOL),
+            "block_coordinate": ix.solvers.BlockCoordinateDescent(rtol=TOL, atol=TOL),
+            "sklearn": ix.solvers.ExternalSolver(
+                lambda theta, x0: lasso_reference(theta)
+            ),
+            "cvxpy": _lasso_cvxpy(),
+        },
+    ),
+    "elastic_net": Problem(
+        ix.ProximalGradientFixedPoint(
+            smooth_ls,
+            lambda theta: ix.prox.ElasticNet(theta * L1_RATIO, theta * (1 - L1_RATIO)),
+        ),
+        jnp.array(0.2),
+        jnp.zeros(D),
+        enet_reference,
+        {
+            "proximal_gradient": ix.solvers.ProximalGradient(rtol=TOL, atol=TOL),
+            "block_coordinate": ix.solvers.BlockCoordinateDescent(rtol=TOL, atol=TOL),
+            "sklearn": ix.solvers.ExternalSolver(
+                lambda theta, x0: enet_reference(theta)
+            ),
+        },
+    ),
+    "nnls": Problem(
+        ix.ProximalGradientFixedPoint(
+            nnls_smooth, ix.prox.FromProjection(ix.projection.NonNegative())
+        ),
+        jnp.asarray(Y),
+        jnp.zeros(D),
+        nnls_reference,
+        {
+            "proximal_gradient": ix.solvers.ProximalGradient(rtol=TOL, atol=TOL),
+            "block_coordinate": ix.solvers.BlockCoordinateDescent(rtol=TOL, atol=TOL),
+            "scipy_nnls": ix.solvers.ExternalSolver(
+                lambda theta, x0: nnls_reference(theta)
+            ),
+        },
+    ),
+    "svm_dual": Problem(
+        ix.ProjectedGradientFixedPoint(
+            svm_dual, ix.projection.RowWise(ix.projection.Simplex())
+        ),
+        jnp.array(20.0),
+        jnp.full((NS, KS), 1.0 / KS),
+        svm_reference,
+        {
+            "projected_gradient": ix.solvers.ProjectedGradient(rtol=TOL, atol=TOL),
+            "proximal_gradient": ix.solvers.ProximalGradient(rtol=TOL, atol=TOL),
+        },
+    ),
+    "svm_dual_blocks": Problem(
+        ix.BlockProximalGradientFixedPoint(
+            svm_dual, ix.prox.FromProjection(ix.projection.Simplex())
+        ),
+        jnp.array(20.0),
+        jnp.full((NS, KS), 1.0 / KS),
+        svm_reference,
+        {"block_coordinate": ix.solvers.BlockCoordinateDescent(rtol=TOL, atol=TOL)},
+    ),
+    "svm_dual_mirror": Problem(
+        ix.MirrorDescentFixedPoint(svm_dual, ix.mirror.NegativeEntropySimplex(), 0.5),
+        jnp.array(20.0),
+        jnp.full((NS, KS), 1.0 / KS),
+        svm_reference,
+        {
+            "mirror_descent": ix.solvers.MirrorDescent(
+                rtol=TOL, atol=TOL, max_steps=100_000
+            )
+        },
+    ),
+    "root": Problem(
+        ix.Root(root_F),
+        jnp.linspace(-1.0, 1.0, D),
+        jnp.zeros(D),
+        root_reference,
+        {
+            "newton": ix.solvers.OptimistixRootFinder(optx.Newton(rtol=TOL, atol=TOL)),
+            "chord": ix.solvers.OptimistixRootFinder(optx.Chord(rtol=TOL, atol=TOL)),
+            "scipy_hybr": ix.solvers.ScipyRoot(),
+        },
+    ),
+    "root_fixed_point": Problem(
+        ix.FixedPoint(root_T),
+        jnp.linspace(-1.0, 1.0, D),
+        jnp.zeros(D),
+        root_reference,
+        {
+            "anderson": ix.solvers.AndersonAcceleration(rtol=TOL, atol=TOL),
+            "iteration": ix.solvers.FixedPointIteration(rtol=TOL, atol=TOL),
+            "optimistix": ix.solvers.OptimistixFixedPoint(
+                optx.FixedPointIteration(rtol=TOL, atol=TOL), 10_000
+            ),
+        },
+    ),
+}
+
+CASES = [(p, s) for p in PROBLEMS for s in PROBLEMS[p].solvers]
+
+
+def _argmin(problem, solver):
+    return ix.ImplicitArgmin(problem.condition, problem.solvers[solver], x0=problem.x0)
+
+
+def _outer(x):
+    weights = jnp.cos(jnp.arange(x.size, dtype=x.dtype)).reshape(x.shape)
+    return jnp.sum(weights * x) + 0.5 * jnp.sum(x**2)
+
+
+@pytest.mark.parametrize("problem,solver", CASES, ids=[f"{p}-{s}" for p, s in CASES])
+def test_solution_and_hypergradient(problem, solver):
+    prob = PROBLEMS[problem]
+    argmin = _argmin(prob, solver)
+    sol = argmin.solve(prob.theta)
+    assert sol.result == ix.RESULTS.successful
+    np.testing.assert_allclose(sol.value, prob.reference(prob.theta), atol=1e-6)
+
+    # Hypergradient of an outer loss vs central differences of the solution map.
+    grad = jax.grad(lambda t: _outer(argmin(t)))(prob.theta)
+    direction = jnp.cos(jnp.arange(prob.theta.size, dtype=jnp.float64) + 1.0).reshape(
+        prob.theta.shape
+    )
+    eps = 1e-5
+    accurate = _argmin(prob, next(iter(prob.solvers)))
+    primal = jax.jit(lambda t: _outer(accurate(t)))
+    fd = (
+        primal(prob.theta + eps * direction) - primal(prob.theta - eps * direction)
+    ) / (2 * eps)
+    assert abs(fd) > 1e-6
+    np.testing.assert_allclose(jnp.sum(grad * direction), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_three_solvers_give_the_same_lasso_hypergradient():
+    prob = PROBLEMS["lasso"]
+    grads = {
+        name: jax.grad(lambda t, n=name: _outer(_argmin(prob, n)(t)))(prob.theta)
+        for name in ("proximal_gradient", "block_coordinate", "sklearn")
+    }
+    for name in ("block_coordinate", "sklearn"):
+        np.testing.assert_allclose(grads[name], grads["proximal_gradient"], rtol=1e-6)
+    assert abs(grads["sklearn"]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        ix.solvers.ProximalGradient(rtol=TOL, atol=TOL, max_steps=2000),
+        ix.solvers.BlockCoordinateDescent(rtol=TOL, atol=TOL, max_steps=500),
+    ],
+    ids=["proximal_gradient", "block_coordinate"],
+)
+def test_unrolled_and_implicit_agree_at_convergence_and_differ_early(solver):
+    prob = PROBLEMS["lasso"]
+
+    def grads(solver, adjoint, mode):
+        argmin = ix.ImplicitArgmin(
+            prob.condition, solver, adjoint=adjoint, x0=prob.x0, throw=False
+        )
+        fn = lambda t: _outer(argmin(t))
+        return jax.grad(fn)(prob.theta) if mode == "rev" else jax.jacfwd(fn)(prob.theta)
+
+    implicit = grads(solver, ix.ImplicitAdjoint(), "rev")
+    for mode in ("rev", "fwd"):
+        unrolled = grads(solver, ix.UnrolledAdjoint(), mode)
+        np.testing.assert_allclose(unrolled, implicit, rtol=1e-7)
+    early = (
+        ix.solvers.ProximalGradient(max_steps=3)
+        if isinstance(solver, ix.solvers.ProximalGradient)
+        else ix.solvers.BlockCoordinateDescent(max_steps=1)
+    )
+    unrolled_early = grads(early, ix.UnrolledAdjoint(), "rev")
+    assert jnp.isfinite(unrolled_early)
+    assert abs(unrolled_early - implicit) > 1e-3 * abs(implicit)
+    # The implicit derivative at an unconverged point is refused (NaN), not faked.
+    assert jnp.isnan(grads(early, ix.ImplicitAdjoint(), "rev"))
+
+
+def test_vmap_over_a_batch_of_64_thetas_matches_a_loop():
+    prob = PROBLEMS["lasso"]
+    argmin = _argmin(prob, "proximal_gradient")
+    thetas = jnp.linspace(0.01, 0.5, 64)
+    hypergrad = jax.grad(lambda t: _outer(argmin(t)))
+    batched_x = jax.jit(jax.vmap(lambda t: argmin(t)))(thetas)
+    batched_g = jax.jit(jax.vmap(hypergrad))(thetas)
+    single_x = jax.jit(lambda t: argmin(t))
+    single_g = jax.jit(hypergrad)
+    for i, t in enumerate(thetas):
+        np.testing.assert_allclose(batched_x[i], single_x(t), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(batched_g[i], single_g(t), rtol=1e-8, atol=1e-12)
+
+
+def test_vmap_over_an_external_solver():
+    prob = PROBLEMS["lasso"]
+    argmin = _argmin(prob, "sklearn")
+    thetas = jnp.array([0.05, 0.1, 0.3])
+    batched = jax.vmap(argmin)(thetas)
+    for i, t in enumerate(thetas):
+        np.testing.assert_allclose(batched[i], lasso_reference(t), atol=1e-10)
+
+
+def _failing(theta, x0):
+    if float(theta) > 1.0:
+        raise RuntimeError("solver exploded")
+    if float(theta) < 0.0:
+        return np.full(D, np.nan)
+    return lasso_reference(theta)
+
+
+def test_external_solver_failures_are_reported():
+    prob = PROBLEMS["lasso"]
+    argmin = ix.ImplicitArgmin(
+        prob.condition, ix.solvers.ExternalSolver(_failing), x0=prob.x0, throw=False
+    )
+    with pytest.warns(UserWarning, match="solver exploded"):
+        sol = argmin.solve(jnp.array(2.0))
+    assert sol.result == ix.RESULTS.external_solver_failed
+    with pytest.warns(UserWarning, match="non-finite"):
+        assert argmin.solve(jnp.array(-1.0)).result == ix.RESULTS.external_solver_failed
+    assert argmin.solve(jnp.array(0.1)).result == ix.RESULTS.successful
+    # A batch in which one instance fails says which.
+    with pytest.warns(UserWarning, match="solver exploded"):
+        batch = jax.vmap(argmin.solve)(jnp.array([0.1, 2.0, 0.2]))
+    failed = np.asarray(batch.result._value) == np.asarray(
+        ix.RESULTS.external_solver_failed._value
+    )
+    np.testing.assert_array_equal(failed, [False, True, False])
+    # With throw=True (the default) the failure is an error.
+    throwing = ix.ImplicitArgmin(
+        prob.condition, ix.solvers.ExternalSolver(_failing), x0=prob.x0
+    )
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(Exception, match="external forward solver"),
+    ):
+        jax.block_until_ready(throwing(jnp.array(2.0)))
+
+
+def test_missing_optional_dependency_gives_an_install_hint():
+    from implicitx.solvers._external import require
+
+    with pytest.raises(ImportError, match="pip install"):
+        require("a_package_that_is_not_installed")
+
+
+def test_external_solvers_cannot_be_unrolled():
+    prob = PROBLEMS["lasso"]
+    argmin = ix.ImplicitArgmin(
+        prob.condition,
+        prob.solvers["sklearn"],
+        adjoint=ix.UnrolledAdjoint(),
+        x0=prob.x0,
+    )
+    with pytest.raises(ValueError, match="cannot be differentiated through"):
+        argmin(prob.theta)
+
+
+def test_solvers_refuse_conditions_they_cannot_solve():
+    with pytest.raises(TypeError, match="composite"):
+        ix.ImplicitArgmin(
+            ix.Stationarity(logistic), ix.solvers.ProximalGradient(), x0=jnp.zeros(D)
+        )(jnp.array(1.0))
+    with pytest.raises(TypeError, match="MirrorDescentFixedPoint"):
+        ix.ImplicitArgmin(
+            PROBLEMS["svm_dual"].condition,
+            ix.solvers.MirrorDescent(),
+            x0=jnp.zeros((NS, KS)),
+        )(jnp.array(1.0))
+    with pytest.raises(TypeError, match="least-squares residuals"):
+        ix.ImplicitArgmin(
+            ix.Stationarity(logistic),
+            ix.solvers.OptimistixLeastSquares(optx.GaussNewton(rtol=1e-8, atol=1e-8)),
+            x0=jnp.zeros(D),
+        )(jnp.array(1.0))
+
+
+def test_one_step_adjoint_is_the_derivative_of_one_map_application():
+    # For x = T(x, theta) with T(x, theta) = theta - 0.5 tanh(M x), one-step gives
+    # dT/dtheta = I (it ignores dT/dx), whereas the exact Jacobian is (I + 0.5 D M)^-1.
+    prob = PROBLEMS["root_fixed_point"]
+    one_step = ix.ImplicitArgmin(
+        prob.condition,
+        prob.solvers["anderson"],
+        adjoint=ix.OneStepAdjoint(),
+        x0=prob.x0,
+    )
+    exact = _argmin(prob, "anderson")
+    J1 = jax.jacrev(one_step)(prob.theta)
+    np.testing.assert_allclose(J1, np.eye(D), atol=1e-12)
+    J = jax.jacfwd(exact)(prob.theta)
+    x = exact(prob.theta)
+    expected = np.linalg.inv(np.eye(D) + 0.5 * np.diag(1 - np.tanh(M @ x) ** 2) @ M)
+    np.testing.assert_allclose(J, expected, atol=1e-10)
+
+
+def test_linear_program_with_scipy_linprog():
+    # min c^T x over {G x <= h}: the solution is the vertex where constraints 0 and 1
+    # are active, x* = G_act^{-1} h_act, an affine function of h.
+    G = np.array([[1.0, 2.0], [3.0, -1.0], [-1.0, 0.0], [0.0, -1.0], [1.0, 1.0]])
+    h_np = np.array([4.0, 3.0, 0.5, 0.5, 10.0])
+    h = jnp.asarray(h_np)
+    c = np.array([-1.0, -1.0])
+    condition = ix.ProjectedGradientFixedPoint(
+        lambda x, theta: jnp.asarray(c) @ x,
+        lambda theta: ix.projection.Polyhedron(G=jnp.asarray(G), h=theta),
+    )
+    solver = ix.solvers.ScipyLinprog(lambda theta: {"c": c, "A_ub": G, "b_ub": theta})
+    argmin = ix.ImplicitArgmin(condition, solver, x0=jnp.zeros(2))
+    active = [0, 1]
+    vertex = np.linalg.solve(G[active], h_np[active])
+    np.testing.assert_allclose(argmin(h), vertex, atol=1e-9)
+    expected = np.zeros((2, 5))
+    expected[:, active] = np.linalg.inv(G[active])
+    np.testing.assert_allclose(jax.jacrev(argmin)(h), expected, atol=1e-8)
+    np.testing.assert_allclose(jax.jacfwd(argmin)(h), expected, atol=1e-8)
