@@ -20,6 +20,21 @@ def _adjoint(differentiable: bool) -> optx.AbstractAdjoint:
     return optx.RecursiveCheckpointAdjoint()
 
 
+def _run(entry, fn, wrapper, theta, x0, differentiable) -> Solution:
+    """Runs an optimistix entry point (`optx.minimise`, `optx.root_find`, ...) with
+    failures reported in the result code, never raised."""
+    sol = entry(
+        fn,
+        wrapper.solver,
+        require_x0(x0, wrapper),
+        args=theta,
+        max_steps=wrapper.max_steps,
+        adjoint=_adjoint(differentiable),
+        throw=False,
+    )
+    return _to_solution(sol)
+
+
 def _to_solution(sol: optx.Solution) -> Solution:
     return Solution(
         value=sol.value,
@@ -63,16 +78,7 @@ class OptimistixMinimiser(AbstractSolver):
     ) -> Solution:
         _require(condition, AbstractObjectiveCondition, "an objective", self)
         assert isinstance(condition, AbstractObjectiveCondition)
-        sol = optx.minimise(
-            condition.objective,
-            self.solver,
-            require_x0(x0, self),
-            args=theta,
-            max_steps=self.max_steps,
-            adjoint=_adjoint(differentiable),
-            throw=False,
-        )
-        return _to_solution(sol)
+        return _run(optx.minimise, condition.objective, self, theta, x0, differentiable)
 
 
 class OptimistixRootFinder(AbstractSolver):
@@ -97,16 +103,7 @@ class OptimistixRootFinder(AbstractSolver):
         *,
         differentiable: bool = False,
     ) -> Solution:
-        sol = optx.root_find(
-            condition,
-            self.solver,
-            require_x0(x0, self),
-            args=theta,
-            max_steps=self.max_steps,
-            adjoint=_adjoint(differentiable),
-            throw=False,
-        )
-        return _to_solution(sol)
+        return _run(optx.root_find, condition, self, theta, x0, differentiable)
 
 
 class OptimistixFixedPoint(AbstractSolver):
@@ -135,16 +132,9 @@ class OptimistixFixedPoint(AbstractSolver):
     ) -> Solution:
         _require(condition, AbstractFixedPointCondition, "a fixed-point map", self)
         assert isinstance(condition, AbstractFixedPointCondition)
-        sol = optx.fixed_point(
-            condition.fixed_point_map,
-            self.solver,
-            require_x0(x0, self),
-            args=theta,
-            max_steps=self.max_steps,
-            adjoint=_adjoint(differentiable),
-            throw=False,
+        return _run(
+            optx.fixed_point, condition.fixed_point_map, self, theta, x0, differentiable
         )
-        return _to_solution(sol)
 
 
 class OptimistixLeastSquares(AbstractSolver):
@@ -173,13 +163,6 @@ class OptimistixLeastSquares(AbstractSolver):
     ) -> Solution:
         _require(condition, LeastSquaresStationarity, "least-squares residuals", self)
         assert isinstance(condition, LeastSquaresStationarity)
-        sol = optx.least_squares(
-            condition.residuals,
-            self.solver,
-            require_x0(x0, self),
-            args=theta,
-            max_steps=self.max_steps,
-            adjoint=_adjoint(differentiable),
-            throw=False,
+        return _run(
+            optx.least_squares, condition.residuals, self, theta, x0, differentiable
         )
-        return _to_solution(sol)
