@@ -1,14 +1,9 @@
 """Shared problems and checks for the test suite."""
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-
-
-def tree_allclose(x, y, *, rtol=1e-10, atol=1e-10) -> bool:
-    return eqx.tree_equal(x, y, typematch=True, rtol=rtol, atol=atol) is True
 
 
 def assert_tree_allclose(x, y, *, rtol=1e-10, atol=1e-10):

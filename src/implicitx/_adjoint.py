@@ -9,9 +9,9 @@ from jaxtyping import PyTree
 
 from ._implicit import BackwardSolve, implicit_solve
 from ._linear_solve import check_solver
-from ._misc import nan_tangent_unless, tree_all_finite
-from ._results import as_results, RESULTS
-from ._solution import Solution
+from ._misc import nan_tangent_unless
+from ._results import RESULTS
+from ._solution import checked, Solution
 
 
 class AbstractAdjoint(eqx.Module):
@@ -102,18 +102,6 @@ class ImplicitAdjoint(AbstractAdjoint):
         return implicit_solve(residual, solve, theta, x0, tags=tags, backward=backward)
 
 
-def _finalise(sol: Solution) -> Solution:
-    """Result checks shared with the implicit rule: a non-finite value is a failure."""
-    result = as_results(sol.result)
-    finite = tree_all_finite(sol.value)
-    result = RESULTS.where(
-        (result == RESULTS.successful) & jnp.logical_not(finite),
-        RESULTS.nonfinite_solution,
-        result,
-    )
-    return Solution(value=sol.value, result=result, aux=sol.aux, stats=sol.stats)
-
-
 class UnrolledAdjoint(AbstractAdjoint):
     """Derivatives by differentiating through the iterations of the forward solver
     (unrolling), instead of implicitly.
@@ -142,7 +130,7 @@ class UnrolledAdjoint(AbstractAdjoint):
     ) -> Solution:
         del residual, tags, condition_name, throw
         x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
-        return _finalise(solve(theta, x0))
+        return checked(solve(theta, x0))
 
 
 class OneStepAdjoint(AbstractAdjoint):
@@ -173,7 +161,7 @@ class OneStepAdjoint(AbstractAdjoint):
         solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
         solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
         x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
-        sol = _finalise(solve(theta, x0))
+        sol = checked(solve(theta, x0))
         x = jax.tree_util.tree_map(jax.lax.stop_gradient, sol.value)
         # x + F(x, theta) - stop_gradient(F(x, theta)): the value of x, the tangent of
         # F in theta (and in the condition's parameters).

@@ -27,10 +27,10 @@ from ._linear_solve import (
     default_solver,
     solve_adjoint_system,
 )
-from ._misc import inexact_leaves_asarray, tree_all_finite, tree_scale
+from ._misc import inexact_leaves_asarray, tree_scale
 from ._operators import a_operator
-from ._results import as_results, RESULTS
-from ._solution import Solution
+from ._results import RESULTS
+from ._solution import checked, Solution
 
 
 def _is_none(x):
@@ -63,14 +63,8 @@ def implicit_solve(residual, solve, theta, x0, *, tags, backward) -> Solution:
 def _implicit_impl(residual, theta, solve, x0, *, tags, backward):
     del residual, tags, backward
     theta, x0 = inexact_leaves_asarray((theta, x0))
-    sol = solve(theta, x0)
-    result = as_results(sol.result)
-    finite = tree_all_finite(sol.value)
-    result = RESULTS.where(
-        (result == RESULTS.successful) & jnp.logical_not(finite),
-        RESULTS.nonfinite_solution,
-        result,
-    )
+    sol = checked(solve(theta, x0))
+    result = sol.result
     value = jtu.tree_map(jnp.asarray, sol.value)
     aux = jtu.tree_map(jnp.asarray, sol.aux)
     stats = jtu.tree_map(jnp.asarray, sol.stats)

@@ -20,10 +20,6 @@ def inexact_leaves_asarray(tree: PyTree) -> PyTree:
     return jtu.tree_map(_float_leaf_asarray, tree)
 
 
-def tree_where(pred, true_tree, false_tree):
-    return jtu.tree_map(lambda a, b: jnp.where(pred, a, b), true_tree, false_tree)
-
-
 def tree_all_finite(tree) -> jnp.ndarray:
     leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

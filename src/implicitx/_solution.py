@@ -1,9 +1,11 @@
 from typing import Any
 
 import equinox as eqx
+import jax.numpy as jnp
 from jaxtyping import ArrayLike, PyTree
 
-from ._results import RESULTS
+from ._misc import tree_all_finite
+from ._results import as_results, RESULTS
 
 
 class Solution(eqx.Module):
@@ -26,3 +28,16 @@ class Solution(eqx.Module):
     result: RESULTS
     aux: Any
     stats: dict[str, PyTree[ArrayLike]]
+
+
+def checked(sol: Solution) -> Solution:
+    """Converts the result code to implicitx's, and reports a non-finite value as a
+    failure (`nonfinite_solution`) unless the solve already failed otherwise."""
+    result = as_results(sol.result)
+    finite = tree_all_finite(sol.value)
+    result = RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(finite),
+        RESULTS.nonfinite_solution,
+        result,
+    )
+    return Solution(value=sol.value, result=result, aux=sol.aux, stats=sol.stats)
