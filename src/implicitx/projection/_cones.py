@@ -13,6 +13,7 @@ from .._conditions import AbstractCondition, Root
 from .._results import as_results
 from .._solution import Solution
 from ..solvers import AbstractSolver
+from ..solvers._base import not_differentiable
 from ._base import AbstractProjection
 from ._utils import safe_norm
 
@@ -218,9 +219,7 @@ class _ExpConeRootSolver(AbstractSolver):
     ) -> Solution:
         del condition, x0
         if differentiable:
-            raise ValueError(
-                f"`{type(self).__name__}` is used with implicit differentiation only."
-            )
+            not_differentiable(self)
         v = theta
         assert isinstance(v, jax.Array)
         lower, upper = _exp_bracket(v)

@@ -8,9 +8,10 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
 from .._argmin import ImplicitArgmin
 from .._conditions import AbstractCondition, FixedPoint
-from .._results import RESULTS
 from .._solution import Solution
 from ..solvers import AbstractSolver
+from ..solvers._base import not_differentiable
+from ..solvers._loop import converged_result
 from ._base import AbstractProjection, as_array
 from ._utils import cast_to
 
@@ -24,15 +25,6 @@ def default_tolerance(dtype) -> float:
     """The default relative tolerance of the iterative projections: `eps^(2/3)`
     (about `4e-11` in float64 and `2.5e-5` in float32)."""
     return float(jnp.finfo(dtype).eps) ** (2 / 3)
-
-
-def converged_result(converged: Array) -> RESULTS:
-    """`successful` if `converged`, else `nonlinear_max_steps_reached`."""
-    return RESULTS.where(
-        converged,
-        RESULTS.successful,  # pyright: ignore[reportArgumentType]
-        RESULTS.nonlinear_max_steps_reached,  # pyright: ignore[reportArgumentType]
-    )
 
 
 # The dual of `min 0.5 ||x - y||^2 s.t. M x (=, <=) d`, with `M = [A; G]`, `d = [b; h]`
@@ -91,9 +83,7 @@ class _DualFISTA(AbstractSolver):
     ) -> Solution:
         del condition, x0
         if differentiable:
-            raise ValueError(
-                f"`{type(self).__name__}` is used with implicit differentiation only."
-            )
+            not_differentiable(self)
         y, M, d = _stack(theta)
         inequality = _inequality_mask(theta)
         tol = default_tolerance(y.dtype) if self.tol is None else self.tol

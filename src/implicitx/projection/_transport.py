@@ -11,8 +11,10 @@ from .._argmin import ImplicitArgmin
 from .._conditions import AbstractCondition, FixedPoint, Stationarity
 from .._solution import Solution
 from ..solvers import AbstractSolver
+from ..solvers._base import not_differentiable
+from ..solvers._loop import converged_result
 from ._base import AbstractProjection, as_array
-from ._polyhedron import converged_result, default_tolerance
+from ._polyhedron import default_tolerance
 from ._utils import cast_to
 
 
@@ -77,9 +79,7 @@ class _TransportDualSolver(AbstractSolver):
     ) -> Solution:
         del condition, x0
         if differentiable:
-            raise ValueError(
-                f"`{type(self).__name__}` is used with implicit differentiation only."
-            )
+            not_differentiable(self)
         y, a, b = theta
         assert isinstance(y, jax.Array)
         n, m = y.shape
@@ -282,9 +282,7 @@ class _Sinkhorn(AbstractSolver):
     ) -> Solution:
         del condition, x0
         if differentiable:
-            raise ValueError(
-                f"`{type(self).__name__}` is used with implicit differentiation only."
-            )
+            not_differentiable(self)
         y, a, b, epsilon = theta
         assert isinstance(y, jax.Array)
         tol = default_tolerance(y.dtype) if self.tol is None else self.tol

@@ -54,6 +54,10 @@ def iterate(
     state, num_steps, done = eqxi.while_loop(
         cond, body, init, max_steps=max_steps, kind=kind
     )
+    return state, num_steps, converged_result(done)
+
+
+def converged_result(converged: jnp.ndarray) -> RESULTS:
+    """`successful` if `converged`, else `nonlinear_max_steps_reached`."""
     ok, failed = RESULTS.successful, RESULTS.nonlinear_max_steps_reached
-    result = RESULTS.where(done, ok, failed)  # pyright: ignore[reportArgumentType]
-    return state, num_steps, result
+    return RESULTS.where(converged, ok, failed)  # pyright: ignore[reportArgumentType]
