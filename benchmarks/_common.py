@@ -34,6 +34,23 @@ def time_call(fn, *args, repeats: int = 7) -> tuple[float, float]:
     return compile_time, statistics.median(runs)
 
 
+def memory_bytes(fn, *args) -> int:
+    """Peak memory XLA plans for one call of `jax.jit(fn)` (temporaries + outputs +
+    arguments, bytes), from the compiled program's own memory analysis."""
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    return int(
+        analysis.temp_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.argument_size_in_bytes
+    )
+
+
+def results_name(name: str, quick: bool) -> str:
+    """`--quick` runs write `<name>_quick.*` (not committed), so CI never overwrites
+    the committed full results."""
+    return name + ("_quick" if quick else "")
+
+
 def write_results(
     name: str, title: str, header: list[str], rows: list[list], notes: str
 ):

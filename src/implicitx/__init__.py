@@ -35,6 +35,7 @@ from ._custom_root import (
 from ._operators import jacobian_operators as jacobian_operators
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
+from ._tags import active_set_tag as active_set_tag
 
 
 __version__ = importlib.metadata.version("implicitx")

@@ -62,11 +62,19 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     - `linear_solver`: the lineax solver for the backward system. Default `None`:
         chosen from the structure of `A` — for systems of size at most
-        `dense_max_size`, a dense factorisation (Cholesky when the condition states `A`
-        is definite, LU otherwise); above it, CG (definite `A`) or GMRES (any `A`).
-        Solvers valid only for symmetric definite systems (`lineax.CG`,
-        `lineax.Cholesky`) are refused for conditions that do not state it.
+        `dense_max_size` (500), a dense factorisation (Cholesky when the condition
+        states `A` is definite, LU otherwise); above it, CG (definite `A`) or GMRES
+        (any `A`).
+        Fixed points of proximal, projection and mirror steps tag `A` with
+        `implicitx.active_set_tag` (`A` is the identity plus a part of the rank of the
+        free set): for them GMRES is used above size 100. Solvers valid only for
+        symmetric definite systems (`lineax.CG`, `lineax.Cholesky`) are refused for
+        conditions that do not state it. Iterative solves are accepted or refused by
+        their true residual `||A t - b||` (within 10 times the solver's tolerance),
+        not by the code the Krylov method reports.
     - `dense_max_size`: the largest system solved densely by the default choice.
+        Default `None`: 500, or 100 for systems tagged `implicitx.active_set_tag`. An
+        explicit value applies to every system.
     - `max_condition`: direct solves (LU, QR, Cholesky) are checked for numerical
         singularity with a cheap lower bound of the condition number of `A`; above
         this value the system is reported singular (see `throw`). Default
@@ -77,7 +85,7 @@ class ImplicitAdjoint(AbstractAdjoint):
     """
 
     linear_solver: lx.AbstractLinearSolver | None = None
-    dense_max_size: int = eqx.field(default=500, static=True)
+    dense_max_size: int | None = eqx.field(default=None, static=True)
     max_condition: float | None = eqx.field(default=None, static=True)
 
     def apply(

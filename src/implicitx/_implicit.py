@@ -133,7 +133,7 @@ class BackwardSolve(eqx.Module):
 
     solver: lx.AbstractLinearSolver | None
     throw: bool = eqx.field(static=True)
-    dense_max_size: int = eqx.field(static=True)
+    dense_max_size: int | None = eqx.field(static=True)
     max_condition: float | None = eqx.field(static=True)
 
     def __call__(self, operator, vector):

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._misc import tree_scale
 from ._results import as_results, RESULTS
+from ._tags import active_set_tag
 
 
 # Solvers that are only valid for symmetric definite (or negative definite) operators.
@@ -52,18 +53,33 @@ def _tag_names(tags) -> str:
     return "{" + ", ".join(names) + "}"
 
 
+# The default `dense_max_size`: the largest system solved densely. For systems tagged
+# `active_set_tag` it is smaller: on lasso hypergradients (CPU), GMRES and dense LU
+# cost the same near d = 100 and GMRES is 3x faster at d = 300.
+DENSE_MAX_SIZE = 500
+ACTIVE_SET_DENSE_MAX_SIZE = 100
+
+
 def default_solver(
-    operator: lx.AbstractLinearOperator, dense_max_size: int
+    operator: lx.AbstractLinearOperator, dense_max_size: int | None = None
 ) -> lx.AbstractLinearSolver:
-    """Dense LU/Cholesky for small systems; CG or GMRES for large ones."""
+    """Dense LU/Cholesky for small systems; CG or GMRES for large ones (and for
+    moderate ones that are the identity plus an active-set part)."""
     size = operator.in_size()
+    if dense_max_size is None:
+        if active_set_tag in getattr(operator, "tags", frozenset()):
+            dense_max_size = ACTIVE_SET_DENSE_MAX_SIZE
+        else:
+            dense_max_size = DENSE_MAX_SIZE
     if size <= dense_max_size:
         return lx.AutoLinearSolver(well_posed=True)
     dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
     tol = float(jnp.finfo(dtype).eps) ** 0.75
     if lx.is_positive_semidefinite(operator) or lx.is_negative_semidefinite(operator):
         return lx.CG(rtol=tol, atol=tol, max_steps=10 * size)
-    return lx.GMRES(rtol=tol, atol=tol, max_steps=10 * size)
+    # Few stagnating restart cycles: when rounding stalls the residual above `tol`
+    # (float32), more cycles rarely help, and the true-residual check decides.
+    return lx.GMRES(rtol=tol, atol=tol, max_steps=10 * size, stagnation_iters=3)
 
 
 def _probe_vector(structure):
@@ -92,13 +108,47 @@ def _promote(lineax_result) -> RESULTS:
     return RESULTS.where(failed_iterative, RESULTS.adjoint_failed, result)
 
 
+def _is_iterative(solver) -> bool:
+    """Krylov solvers (CG, GMRES, BiCGStab, ...) are those with tolerances."""
+    return hasattr(solver, "rtol") and hasattr(solver, "atol")
+
+
+# The true residual of an iterative solve may exceed the solver's own (recurrence or
+# restart) estimate by rounding; this much is still a converged solve.
+_RESIDUAL_SLACK = 10.0
+
+
+def _verify_residual(operator, vector, value, solver, result) -> RESULTS:
+    """Judges an iterative solve by its true residual `||A t - b||`, not by the code
+    the Krylov method reports.
+
+    The backward systems of projected/proximal fixed points are the identity plus a
+    low-rank part (coordinates at the boundary of the set are fixed). Krylov methods
+    reach the exact solution in a few steps there, after which GMRES may report
+    stagnation or breakdown although its answer is exact, and BiCGStab may report
+    success with a wrong answer. One extra product with `A` settles both.
+    """
+    residual = jax.tree_util.tree_map(jnp.subtract, operator.mv(value), vector)
+    scale = _RESIDUAL_SLACK * (solver.atol + solver.rtol * _max_abs(vector))
+    converged = _max_abs(residual) <= scale  # False for NaN
+    return RESULTS.where(
+        converged,
+        RESULTS.successful,  # pyright: ignore[reportArgumentType]
+        RESULTS.where(result == RESULTS.successful, RESULTS.adjoint_failed, result),
+    )
+
+
 def _solve_one(operator, vector, solver, checked, max_condition, throw):
     """Solves `operator t = vector` with lineax, estimates conditioning for direct
     solvers, and applies the failure policy."""
     if isinstance(solver, lx.AutoLinearSolver):
         solver = solver.select_solver(operator)
+    iterative = _is_iterative(solver)
     if checked and isinstance(solver, _CHECKED):
         operator = lx.materialise(operator)
+    elif iterative:
+        # Cache the primal computation of `A` once, rather than once per product.
+        operator = lx.linearise(operator)
     state = solver.init(operator, {})
     sol = lx.linear_solve(operator, vector, solver, state=state, throw=False)
     result = _promote(sol.result)
@@ -116,6 +166,8 @@ def _solve_one(operator, vector, solver, checked, max_condition, throw):
         result = RESULTS.where(
             (result == RESULTS.successful) & ill, RESULTS.singular_adjoint, result
         )
+    if iterative:
+        result = _verify_residual(operator, vector, sol.value, solver, result)
     ok = result == RESULTS.successful
     value = sol.value
     if throw:

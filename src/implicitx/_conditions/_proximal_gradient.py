@@ -4,10 +4,14 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
+from .._tags import active_set_tag
 from ..projection._base import AbstractProjection
 from ..prox._base import AbstractProx
 from ._base import AbstractFixedPointCondition
 from ._operators import resolve
+
+
+_ACTIVE_SET = frozenset({active_set_tag})
 
 
 class ProximalGradientFixedPoint(AbstractFixedPointCondition):
@@ -34,6 +38,10 @@ class ProximalGradientFixedPoint(AbstractFixedPointCondition):
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
+
+    @property
+    def tags(self) -> frozenset[object]:
+        return _ACTIVE_SET
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
@@ -65,6 +73,10 @@ class BlockProximalGradientFixedPoint(AbstractFixedPointCondition):
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
 
+    @property
+    def tags(self) -> frozenset[object]:
+        return _ACTIVE_SET
+
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
@@ -92,6 +104,10 @@ class ProjectedGradientFixedPoint(AbstractFixedPointCondition):
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     projection: AbstractProjection | Callable[[PyTree[ArrayLike]], AbstractProjection]
     stepsize: float | Array = 1.0
+
+    @property
+    def tags(self) -> frozenset[object]:
+        return _ACTIVE_SET
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         projection = resolve(self.projection, AbstractProjection, theta)
