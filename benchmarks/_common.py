@@ -1,6 +1,7 @@
 """Shared timing and reporting helpers for the benchmarks."""
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -12,10 +13,20 @@ import jax
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     device = jax.devices()[0]
     return (
-        f"{platform.processor() or platform.machine()}, "
+        f"{_cpu()} ({os.cpu_count()} cores), "
         f"{jax.device_count()} {device.platform} device(s) ({device.device_kind}), "
         f"jax {jax.__version__}"
     )
@@ -32,6 +43,23 @@ def time_call(fn, *args, repeats: int = 7) -> tuple[float, float]:
         jax.block_until_ready(fn(*args))
         runs.append(time.perf_counter() - start)
     return compile_time, statistics.median(runs)
+
+
+def time_calls(fns: dict, *args, repeats: int = 9) -> dict[str, tuple[float, float]]:
+    """Like `time_call` for several jitted functions of the same arguments, with the
+    runs interleaved (one call of each per round), so that a slow spell of a shared
+    machine affects every method alike and their ratios stay meaningful."""
+    out, runs = {}, {name: [] for name in fns}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        out[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            runs[name].append(time.perf_counter() - start)
+    return {name: (out[name], statistics.median(runs[name])) for name in fns}
 
 
 def memory_bytes(fn, *args) -> int:

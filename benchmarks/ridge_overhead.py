@@ -14,7 +14,7 @@ import lineax as lx
 import numpy as np
 
 import implicitx as ix
-from _common import results_name, time_call, write_results
+from _common import results_name, time_calls, write_results
 from implicitx._linear_solve import DENSE_MAX_SIZE  # the default's threshold
 
 
@@ -72,9 +72,10 @@ def run(d, dtype):
     theta = jnp.asarray(10.0, dtype)
     args = (X, y, target, theta)
     names = list(_solvers(X, y))
-    timings = {name: time_call(_hypergradient(name), *args) for name in names}
-    forward_compile, forward = time_call(jax.jit(_forward), *args)
-    reference = _hypergradient(names[0])(*args)
+    fns = {name: _hypergradient(name) for name in names}
+    timings = time_calls({"forward": jax.jit(_forward), **fns}, *args)
+    forward_compile, forward = timings["forward"]
+    reference = fns[names[0]](*args)
     base = timings[names[0]][1]
     dtype_name = jnp.dtype(dtype).name
     rows = [
@@ -83,7 +84,7 @@ def run(d, dtype):
     ]
     for name in names:
         compile_time, t = timings[name]
-        error = float(jnp.abs(_hypergradient(name)(*args) - reference))
+        error = float(jnp.abs(fns[name](*args) - reference))
         error = error / float(jnp.abs(reference))
         rows.append([d, dtype_name, name, 1e3 * t, t / base, error, compile_time])
         print(rows[-1])

@@ -23,7 +23,7 @@ from _common import (
     memory_bytes,
     RESULTS_DIR,
     results_name,
-    time_call,
+    time_calls,
     write_results,
 )
 
@@ -171,11 +171,15 @@ def methods(iters, system_size, with_dense=True, dtype=jnp.float64):
     return out
 
 
-def measure(fn, args, repeats):
-    """Compile time, median run time (s), XLA's planned peak memory (bytes), value."""
-    jitted = jax.jit(fn)
-    compile_time, run_time = time_call(jitted, *args, repeats=repeats)
-    return compile_time, run_time, memory_bytes(fn, *args), jitted(*args)
+def measure(fns, args, repeats):
+    """Per method: compile time, median run time (s; runs interleaved across the
+    methods), XLA's planned peak memory (bytes), value."""
+    jitted = {name: jax.jit(fn) for name, fn in fns.items()}
+    times = time_calls(jitted, *args, repeats=repeats)
+    return {
+        name: (*times[name], memory_bytes(fns[name], *args), jitted[name](*args))
+        for name in fns
+    }
 
 
 def sweep_features(sizes, n, k, iters, dtypes, repeats, dense_p):
@@ -187,10 +191,7 @@ def sweep_features(sizes, n, k, iters, dtypes, repeats, dense_p):
             args = (jnp.asarray(np.log(lam), dtype), X, Y, X_val, Y_val, sq_norm)
             residual = float(jax.jit(residual_fn(iters))(*args))
             with_dense = p == dense_p  # slow: once is enough for the comparison
-            stats = {
-                name: measure(fn, args, repeats)
-                for name, fn in methods(iters, n * k, with_dense, dtype).items()
-            }
+            stats = measure(methods(iters, n * k, with_dense, dtype), args, repeats)
             _, t_fwd, m_fwd, _ = stats["forward solve alone"]
             _, t_unr, _, g_unr = stats["unrolled"]
             dtype_name = jnp.dtype(dtype).name
@@ -231,10 +232,7 @@ def sweep_iterations(p, n, k, iter_counts, dtype, repeats):
     args = (jnp.asarray(np.log(lam), dtype), X, Y, X_val, Y_val, sq_norm)
     for iters in iter_counts:
         residual = float(jax.jit(residual_fn(iters))(*args))
-        stats = {
-            name: measure(fn, args, repeats)
-            for name, fn in methods(iters, n * k, with_dense=False).items()
-        }
+        stats = measure(methods(iters, n * k, with_dense=False), args, repeats)
         _, t_fwd, m_fwd, _ = stats["forward solve alone"]
         for name, (c, t, m, _) in stats.items():
             rows.append(
@@ -314,7 +312,8 @@ def main():
         "`jax.grad` through that loop, 'implicit' is `ImplicitArgmin` with the loop as "
         "its solver and the projected-gradient fixed point as its condition (default "
         f"backward solve: dense LU up to {DENSE_MAX_SIZE} unknowns, GMRES above; here "
-        f"n k = {n * k}). Run time: median of {repeats} calls after the compiling one; "
+        f"n k = {n * k}). Run time: median of {repeats} calls after the compiling "
+        "one, interleaved across the methods; "
         "memory: XLA's planned peak (arguments + outputs + temporaries) of the "
         "compiled program. Forward residual: max |T(beta) - beta| after the loop; "
         "the implicit gradient is exact only at a fixed point, the unrolled one is "
