@@ -73,7 +73,7 @@ def run(d, dtype):
     args = (X, y, target, theta)
     names = list(_solvers(X, y))
     fns = {name: _hypergradient(name) for name in names}
-    timings = time_calls({"forward": jax.jit(_forward), **fns}, *args)
+    timings = time_calls({"forward": jax.jit(_forward), **fns}, *args, repeats=15)
     forward_compile, forward = timings["forward"]
     reference = fns[names[0]](*args)
     base = timings[names[0]][1]

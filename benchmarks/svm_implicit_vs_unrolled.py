@@ -272,7 +272,7 @@ def main():
         n, k, iters, sizes, repeats = 20, 3, 20, (50,), 3
         mem_p, iter_counts, dtypes = 50, (10,), (jnp.float64,)
     else:
-        n, k, iters, sizes, repeats = 200, 5, 100, (100, 250, 500, 1000, 2000), 7
+        n, k, iters, sizes, repeats = 200, 5, 100, (100, 250, 500, 1000, 2000), 15
         mem_p, iter_counts, dtypes = 1000, (10, 100, 1000), (jnp.float32, jnp.float64)
 
     rows, curves = sweep_features(sizes, n, k, iters, dtypes, repeats, dense_p=mem_p)
