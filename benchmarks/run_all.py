@@ -43,7 +43,9 @@ def _rows(name: str) -> list[dict]:
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "not run"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 0.01 else f"{value:.1e}"
+    return str(value)
 
 
 def _pick(rows, column, **where):
@@ -160,14 +162,31 @@ def headline() -> list[list[str]]:
         )
 
     solvers = _rows("solvers_vs_jaxopt")
+    seen = []
     for r in solvers:
-        ratio = r["ratio implicitx/JAXopt"]
+        if (r["problem"], r["solver"]) in seen:
+            continue
+        seen.append((r["problem"], r["solver"]))
+        cells = [
+            next(
+                iter(
+                    _pick(
+                        solvers,
+                        "ratio implicitx/JAXopt",
+                        problem=r["problem"],
+                        solver=r["solver"],
+                        dtype=dt,
+                    )
+                ),
+                None,
+            )
+            for dt in ("float64", "float32")
+        ]
         out.append(
             [
-                f"Forward solver vs JAXopt 0.8.5: {r['problem']}, {r['solver']}, "
+                f"Forward solver vs JAXopt 0.8.5: {r['problem']}, {r['solver']}; "
                 "implicitx / JAXopt",
-                ratio if isinstance(ratio, float) else None,
-                "-",
+                *cells,
                 "≤ 1.0",
             ]
         )
