@@ -118,6 +118,9 @@ def headline() -> list[list[str]]:
                 f"{mem[(low, 'implicit')]:.2g} / {mem[(low, 'unrolled')]:.2g}, "
                 f"{mem[(top, 'implicit')]:.2g} / {mem[(top, 'unrolled')]:.2g}",
                 "implicit flat",
+                "yes"
+                if mem[(top, "implicit")] <= 1.05 * mem[(low, "implicit")]
+                else "no",
             ]
         )
 
@@ -190,7 +193,27 @@ def headline() -> list[list[str]]:
                 "≤ 1.0",
             ]
         )
-    return [[_fmt(c) for c in row] for row in out]
+    return [[_fmt(c) for c in row[:4]] + [_met(row)] for row in out]
+
+
+def _met(row) -> str:
+    """Whether the measured ratios meet a `≤ x` target, per dtype (or the verdict
+    given as a fifth element)."""
+    if len(row) == 5:
+        return row[4]
+    _, f64, f32, target = row
+    if not target.startswith("≤"):
+        return "see row"
+    bound = float(target[1:].split()[0])
+    only = "float32" if "float32" in target else None
+    misses = [
+        name
+        for name, value in (("float64", f64), ("float32", f32))
+        if isinstance(value, float)
+        and (only is None or name == only)
+        and not value <= bound
+    ]
+    return "yes" if not misses else "no (" + ", ".join(misses) + ")"
 
 
 def write_headline() -> str:
@@ -199,8 +222,8 @@ def write_headline() -> str:
         f"({time.strftime('%Y-%m-%d')}). Every ratio is a time, implicitx over the "
         "reference named in its row: below 1, implicitx is faster.",
         "",
-        "| comparison | float64 | float32 | target |",
-        "| --- | --- | --- | --- |",
+        "| comparison | float64 | float32 | target | met |",
+        "| --- | --- | --- | --- | --- |",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in headline()]
     text = "\n".join(lines) + "\n"
