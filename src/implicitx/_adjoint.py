@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import PyTree
 
-from ._implicit import BackwardSolve, implicit_solve
+from ._implicit import BackwardSolve, frozen, implicit_solve
 from ._linear_solve import check_solver
 from ._misc import nan_tangent_unless
 from ._results import RESULTS
@@ -166,9 +166,7 @@ class OneStepAdjoint(AbstractAdjoint):
         throw,
     ) -> Solution:
         del tags, condition_name
-        solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
-        solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
-        x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
+        solve, x0 = frozen(solve, x0)
         sol = checked(solve(theta, x0))
         x = jax.tree_util.tree_map(jax.lax.stop_gradient, sol.value)
         # x + F(x, theta) - stop_gradient(F(x, theta)): the value of x, the tangent of

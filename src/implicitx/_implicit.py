@@ -50,13 +50,19 @@ def implicit_solve(residual, solve, theta, x0, *, tags, backward) -> Solution:
     - `tags`: lineax tags of `A`.
     - `backward`: `(operator, vector) -> t`, the backward linear solve.
     """
-    solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
-    solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
-    x0 = jtu.tree_map(jax.lax.stop_gradient, x0)
+    solve, x0 = frozen(solve, x0)
     value, result, aux, stats = _implicit_impl(
         residual, theta, solve, x0, tags=tags, backward=backward
     )
     return Solution(value=value, result=result, aux=aux, stats=stats)
+
+
+def frozen(solve, x0):
+    """The forward solver and initial guess, cut from differentiation: at a root,
+    `x*` depends on neither."""
+    solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
+    solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
+    return solve, jtu.tree_map(jax.lax.stop_gradient, x0)
 
 
 @eqx.filter_custom_jvp

@@ -6,6 +6,11 @@ import jax.tree_util as jtu
 from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
+from .._tags import active_set_tag
+
+
+_ACTIVE_SET = frozenset({active_set_tag})
+
 
 class AbstractCondition(eqx.Module):
     """An optimality condition `F(x, theta) = 0` characterising a solution `x*(theta)`.
@@ -64,3 +69,14 @@ class AbstractObjectiveCondition(AbstractCondition):
 
     objective: AbstractVar[Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]]
     convex: AbstractVar[bool]
+
+
+class AbstractActiveSetFixedPoint(AbstractFixedPointCondition):
+    """A fixed point of a proximal, projected or mirror step. The Jacobian of the step
+    vanishes on coordinates held at the boundary, so `A = I - dT/dx` is the identity
+    plus a part of the rank of the free set: tagged `implicitx.active_set_tag`, which
+    the default backward solver uses."""
+
+    @property
+    def tags(self) -> frozenset[object]:
+        return _ACTIVE_SET

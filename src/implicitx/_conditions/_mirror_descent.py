@@ -3,16 +3,12 @@ from collections.abc import Callable
 import jax
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
-from .._tags import active_set_tag
 from ..mirror._base import AbstractMirrorMap
-from ._base import AbstractFixedPointCondition
+from ._base import AbstractActiveSetFixedPoint
 from ._operators import resolve
 
 
-_ACTIVE_SET = frozenset({active_set_tag})
-
-
-class MirrorDescentFixedPoint(AbstractFixedPointCondition):
+class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
     """The fixed point of a mirror-descent step for
     `x*(theta) = argmin_{x in C} f(x, theta)`:
 
@@ -34,10 +30,6 @@ class MirrorDescentFixedPoint(AbstractFixedPointCondition):
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     mirror_map: AbstractMirrorMap | Callable[[PyTree[ArrayLike]], AbstractMirrorMap]
     stepsize: float | Array = 1.0
-
-    @property
-    def tags(self) -> frozenset[object]:
-        return _ACTIVE_SET
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         mirror_map = resolve(self.mirror_map, AbstractMirrorMap, theta)

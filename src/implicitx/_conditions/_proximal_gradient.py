@@ -4,17 +4,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
-from .._tags import active_set_tag
 from ..projection._base import AbstractProjection
 from ..prox._base import AbstractProx
-from ._base import AbstractFixedPointCondition
+from ._base import AbstractActiveSetFixedPoint
 from ._operators import resolve
 
 
-_ACTIVE_SET = frozenset({active_set_tag})
-
-
-class ProximalGradientFixedPoint(AbstractFixedPointCondition):
+class ProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
     """The fixed point of a proximal-gradient step for a composite problem
     `x*(theta) = argmin_x f(x, theta) + g(x, theta)` with `f` smooth and `g` convex with
     a proximal operator:
@@ -39,17 +35,13 @@ class ProximalGradientFixedPoint(AbstractFixedPointCondition):
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
 
-    @property
-    def tags(self) -> frozenset[object]:
-        return _ACTIVE_SET
-
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
         return prox(x - self.stepsize * gradient, self.stepsize)
 
 
-class BlockProximalGradientFixedPoint(AbstractFixedPointCondition):
+class BlockProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
     """The fixed point of a block proximal-gradient step, for `g` separable over the
     rows (blocks) of `x`: `g(x) = sum_j g_j(x[j])`.
 
@@ -73,10 +65,6 @@ class BlockProximalGradientFixedPoint(AbstractFixedPointCondition):
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
 
-    @property
-    def tags(self) -> frozenset[object]:
-        return _ACTIVE_SET
-
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
@@ -85,7 +73,7 @@ class BlockProximalGradientFixedPoint(AbstractFixedPointCondition):
         return jax.vmap(prox)(x - step_rows * gradient, steps)
 
 
-class ProjectedGradientFixedPoint(AbstractFixedPointCondition):
+class ProjectedGradientFixedPoint(AbstractActiveSetFixedPoint):
     """The fixed point of a projected-gradient step for
     `x*(theta) = argmin_{x in C(theta)} f(x, theta)`:
 
@@ -104,10 +92,6 @@ class ProjectedGradientFixedPoint(AbstractFixedPointCondition):
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     projection: AbstractProjection | Callable[[PyTree[ArrayLike]], AbstractProjection]
     stepsize: float | Array = 1.0
-
-    @property
-    def tags(self) -> frozenset[object]:
-        return _ACTIVE_SET
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         projection = resolve(self.projection, AbstractProjection, theta)

@@ -386,27 +386,9 @@ class KLBirkhoffPolytope(AbstractProjection):
 
     `P(Y) = argmin_{P doubly stochastic} KL(P || exp(Y / epsilon))`.
 
-    This is a **Bregman (KL) projection, not a Euclidean one**: it shares the
-    interface of [`implicitx.projection.AbstractProjection`][] (and its `violation`
-    measures membership of the same polytope), but it is not the nearest point in the
-    Euclidean norm, so Euclidean properties such as non-expansiveness do not apply.
-    Its output is strictly positive. Equivalently, it is the entropy-regularised
-    optimal transport plan `argmax_P <P, Y> + epsilon H(P)` with
-    `H(P) = -sum P (log P - 1)`. To project a positive matrix `K` in KL, pass
-    `Y = log(K)` with `epsilon = 1`.
-
-    **Algorithm.** Sinkhorn iterations in the log domain (in the row and column
-    potentials, stable for small `epsilon` and large scores) inside a
-    `jax.lax.while_loop`, until every column sum is within a relative `tol` of its
-    target (row sums are exact after each sweep). Convergence is linear, and slows
-    down as `epsilon` decreases relative to the spread of `Y`.
-
-    **Derivatives** with respect to `Y` and every parameter come from implicit
-    differentiation ([`implicitx.ImplicitArgmin`][]) of the fixed point of a Sinkhorn
-    sweep in the column potentials, with the last one pinned at zero (the potentials
-    are otherwise defined only up to `(f + c, g - c)`); forward and reverse mode, any
-    order. A solve that does not converge raises an error (`throw=True`) or gives NaN
-    derivatives (`throw=False`).
+    A Bregman (KL) projection, not a Euclidean one, computed and differentiated as
+    [`implicitx.projection.KLTransportPolytope`][] (log-domain Sinkhorn; implicit
+    derivatives of its fixed point).
 
     **Arguments:**
 
