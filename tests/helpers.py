@@ -61,3 +61,16 @@ def logistic_objective(x, theta, X, y):
     """L2-regularised logistic regression: smooth, strictly convex, not quadratic."""
     margins = y * (X @ x)
     return jnp.sum(jnp.logaddexp(0.0, -margins)) + 0.5 * theta * jnp.sum(x**2)
+
+
+def raises_runtime(match):
+    """`pytest.raises` for an error raised from inside a compiled program:
+    `EquinoxRuntimeError` under `eqx.filter_jit`, `JaxRuntimeError` (carrying the same
+    message) under `jax.jit`. Dispatch is asynchronous: block on the result inside the
+    `with`."""
+    import equinox as eqx
+    import pytest
+
+    return pytest.raises(
+        (eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError), match=match
+    )

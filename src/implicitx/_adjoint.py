@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import PyTree
 
-from ._implicit import BackwardSolve, frozen, implicit_solve
+from ._implicit import accepted, BackwardSolve, frozen, implicit_solve
 from ._linear_solve import check_solver
 from ._misc import nan_tangent_unless
 from ._results import RESULTS
@@ -49,6 +49,18 @@ class AbstractAdjoint(eqx.Module):
         An [`implicitx.Solution`][].
         """
 
+    def accepts(self, result: RESULTS) -> jax.Array:
+        """Whether the value of a solve with this forward `result` is returned (rather
+        than raised on with `throw=True`). Default: only `successful`."""
+        return result == RESULTS.successful
+
+
+def _float_dtype(solve):
+    """The floating dtype of the solution that the (closure-converted) `solve`
+    returns."""
+    leaves = jax.tree_util.tree_leaves(solve.out_struct.value)
+    return jnp.result_type(*leaves) if leaves else jnp.float32
+
 
 class ImplicitAdjoint(AbstractAdjoint):
     """Exact derivatives by implicit differentiation (the default).
@@ -81,12 +93,35 @@ class ImplicitAdjoint(AbstractAdjoint):
         `0.01 / eps` of the dtype, i.e. a derivative that would have lost all but
         about two significant digits. Use `float("inf")` to disable the check, or
         `linear_solver=lineax.SVD()` to ask for the pseudo-inverse derivative of a
-        singular system.
+        singular system. The same bound rules out an `A` that is negligible next to
+        `B = dF/dtheta` (see the [failures](../failures.md) page).
+    - `root_tol`: the value returned by the forward solver must be a root: with
+        `max|F(x, theta)| <= root_tol * max|A u|` for a fixed direction `u` of the
+        size of `x` (so: a Newton step of at most about `root_tol` relative to `x`).
+        Otherwise the result is `implicitx.RESULTS.nonroot`. Default `None`:
+        `eps ** (1/3)` of the dtype (`6e-6` in float64, `5e-3` in float32).
+        `float("inf")` disables the check.
+    - `inexact`: `False` (default): derivatives only at a solution. `True` asks
+        explicitly for the implicit derivative at the *last iterate* of a solver that
+        ran out of steps or stopped away from the root (a fixed budget of
+        iterations, as in meta-learning), and accepts an iterative backward solve
+        that stops before its tolerance (e.g. `lineax.CG(..., max_steps=5)`). The
+        derivative is then approximate: by Theorem 1 of Blondel et al. (2021) its
+        error is proportional to the distance of the iterate to the solution (and
+        to the residual of the backward solve). `Solution.result` still reports the
+        forward solver's code (`nonlinear_max_steps_reached`, `nonroot`), and
+        nothing raises for it; singular systems and non-finite values are still
+        refused.
     """
 
     linear_solver: lx.AbstractLinearSolver | None = None
     dense_max_size: int | None = eqx.field(default=None, static=True)
     max_condition: float | None = eqx.field(default=None, static=True)
+    root_tol: float | None = eqx.field(default=None, static=True)
+    inexact: bool = eqx.field(default=False, static=True)
+
+    def accepts(self, result: RESULTS) -> jax.Array:
+        return accepted(result, self.inexact)
 
     def apply(
         self,
@@ -106,8 +141,20 @@ class ImplicitAdjoint(AbstractAdjoint):
             throw=throw,
             dense_max_size=self.dense_max_size,
             max_condition=self.max_condition,
+            inexact=self.inexact,
         )
-        return implicit_solve(residual, solve, theta, x0, tags=tags, backward=backward)
+        root_tol = self.root_tol
+        if root_tol is None:
+            root_tol = float(jnp.finfo(_float_dtype(solve)).eps) ** (1 / 3)
+        return implicit_solve(
+            residual,
+            solve,
+            theta,
+            x0,
+            tags=tags,
+            backward=backward,
+            root_tol=None if root_tol == float("inf") else root_tol,
+        )
 
 
 class UnrolledAdjoint(AbstractAdjoint):

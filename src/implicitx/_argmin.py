@@ -1,3 +1,5 @@
+import contextlib
+
 import equinox as eqx
 import equinox.internal as eqxi
 import jax
@@ -7,7 +9,6 @@ from jaxtyping import ArrayLike, PyTree
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 from ._conditions import AbstractCondition
 from ._misc import inexact_leaves_asarray, structure_string
-from ._results import RESULTS
 from ._solution import Solution
 from .solvers import AbstractSolver
 
@@ -59,6 +60,14 @@ class ImplicitArgmin(eqx.Module):
     x0: PyTree[ArrayLike] | None = None
     throw: bool = eqx.field(default=True, static=True)
 
+    def __hash__(self) -> int:
+        # `jax.jit(argmin)` hashes the function it compiles; the default hash of a
+        # module holding arrays fails (`unhashable type`). Hashing by identity makes
+        # `jax.jit(argmin)(theta)` work, with the module's arrays as constants; use
+        # `equinox.filter_jit` to make them inputs (no recompilation when they
+        # change, and gradients with respect to them).
+        return id(self)
+
     def __call__(
         self, theta: PyTree[ArrayLike], x0: PyTree[ArrayLike] | None = None
     ) -> PyTree[ArrayLike]:
@@ -100,16 +109,13 @@ class ImplicitArgmin(eqx.Module):
                 condition, _theta, _x0, differentiable=adjoint.differentiates_solver
             )
 
-        try:
+        if x0 is not None:
+            # The condition first, at the initial guess: a wrong residual then fails
+            # here with a message naming it, not inside the solver's loop.
+            _check_residual(condition, x0, theta, "initial guess `x0`")
+        what = f"the forward solver `{type(solver).__name__}`"
+        with _note_tracing(what, theta, x0, "initial guess `x0`"):
             solve = eqx.filter_closure_convert(_solve, theta, x0)
-        except Exception as e:
-            e.add_note(
-                f"implicitx: raised while tracing the forward solver "
-                f"`{type(solver).__name__}` with `theta` of structure "
-                f"{structure_string(theta)} and initial guess `x0` of structure "
-                f"{structure_string(x0)}. Check the shapes of `theta` and `x0`."
-            )
-            raise
         x_struct = solve.out_struct.value  # pyright: ignore[reportFunctionMemberAccess]
         if x0 is not None and _shape_dtype(x0) != _shape_dtype(x_struct):
             raise ValueError(
@@ -117,15 +123,7 @@ class ImplicitArgmin(eqx.Module):
                 f"solver: `x0` is {structure_string(x0)}, the solution is "
                 f"{structure_string(x_struct)}."
             )
-        residual = eqx.filter_closure_convert(condition, x_struct, theta)
-        residual_struct = residual.out_struct  # pyright: ignore[reportFunctionMemberAccess]
-        if _shape_dtype(residual_struct) != _shape_dtype(x_struct):
-            raise ValueError(
-                f"The residual `F(x, theta)` of the condition `{name}` must have the "
-                "same structure, shapes and dtypes as the solution `x`: `x` is "
-                f"{structure_string(x_struct)}, `F(x, theta)` is "
-                f"{structure_string(residual_struct)}."
-            )
+        residual = _check_residual(condition, x_struct, theta, "solution `x`")
         sol = self.adjoint.apply(
             residual,
             solve,
@@ -137,7 +135,8 @@ class ImplicitArgmin(eqx.Module):
         )
         value = sol.value
         if self.throw:
-            value = sol.result.error_if(value, sol.result != RESULTS.successful)
+            ok = self.adjoint.accepts(sol.result)
+            value = sol.result.error_if(value, jax.numpy.logical_not(ok))
         msg = (
             "`Solution.aux` and `Solution.stats` are not differentiable: they are "
             "outputs of the forward solver, which implicitx never differentiates."
@@ -145,6 +144,38 @@ class ImplicitArgmin(eqx.Module):
         aux = eqxi.nondifferentiable_backward(sol.aux, msg=msg)
         stats = eqxi.nondifferentiable_backward(sol.stats, msg=msg)
         return Solution(value=value, result=sol.result, aux=aux, stats=stats)
+
+
+@contextlib.contextmanager
+def _note_tracing(what: str, theta, x, x_name: str):
+    """Adds to an error raised while tracing `what` the structures it was given."""
+    try:
+        yield
+    except Exception as e:
+        e.add_note(
+            f"implicitx: raised while tracing {what} with `theta` of structure "
+            f"{structure_string(theta)} and {x_name} of structure "
+            f"{structure_string(x)}. Check the shapes of `theta` and `x0`."
+        )
+        raise
+
+
+def _check_residual(condition: AbstractCondition, x, theta, what: str):
+    """Traces the condition at `x` (closure-converted: its arrays become inputs) and
+    checks that its residual has the structure of `x`."""
+    name = type(condition).__name__
+    with _note_tracing(f"the condition `{name}`", theta, x, what):
+        residual = eqx.filter_closure_convert(condition, x, theta)
+    residual_struct = residual.out_struct  # pyright: ignore[reportFunctionMemberAccess]
+    if _shape_dtype(residual_struct) != _shape_dtype(x):
+        raise ValueError(
+            f"The residual `F(x, theta)` of the condition `{name}` must have the "
+            f"same structure, shapes and dtypes as `x`: at the {what}, `x` is "
+            f"{structure_string(x)}, `F(x, theta)` is "
+            f"{structure_string(residual_struct)}. (For a fixed point `x = T(x, "
+            "theta)`, `T` must return the structure of `x`.)"
+        )
+    return residual
 
 
 @eqx.filter_jit

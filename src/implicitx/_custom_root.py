@@ -41,12 +41,13 @@ def _decorate(
     has_aux: bool,
     linear_solver: lx.AbstractLinearSolver | None,
     throw: bool,
+    inexact: bool,
 ) -> Callable[[_F], _F]:
     def decorator(solver: _F) -> _F:
         argmin = ImplicitArgmin(
             condition,
             FunctionSolver(_SolverWithArgs(solver), has_aux=has_aux),
-            ImplicitAdjoint(linear_solver=linear_solver),
+            ImplicitAdjoint(linear_solver=linear_solver, inexact=inexact),
             throw=throw,
         )
 
@@ -67,6 +68,7 @@ def custom_root(
     linear_solver: lx.AbstractLinearSolver | None = None,
     tags: frozenset[object] = frozenset(),
     throw: bool = True,
+    inexact: bool = False,
 ) -> Callable[[_F], _F]:
     """Decorator giving a solver function implicit derivatives from a root condition.
 
@@ -94,7 +96,7 @@ def custom_root(
         residual of the same PyTree structure as `x`.
     - `has_aux`: if `True`, the solver returns `(x, aux)`, and so does the decorated
         function. `aux` is passed through and is not differentiated (reverse-mode
-        differentiation through it is an error; forward mode gives it zero tangents).
+        differentiation through it is an error; forward mode gives it NaN tangents).
     - `linear_solver`: the lineax solver of the backward system; default chosen from
         the structure of `A = -dF/dx` (see [`implicitx.ImplicitAdjoint`][]).
     - `tags`: lineax tags known to hold for `A = -dF/dx` at the solution (for example
@@ -102,12 +104,16 @@ def custom_root(
         gradient of a convex objective). Needed to use CG or Cholesky.
     - `throw`: raise on a failed solve (default), or return NaN derivatives (see
         [`implicitx.ImplicitArgmin`][]).
+    - `inexact`: also differentiate a value that is not a root (a solver run for a
+        fixed budget of steps), approximately: see [`implicitx.ImplicitAdjoint`][].
+        Default `False`: a value that is not a root is a failure (`nonroot`).
 
     **Returns:**
 
     A decorator for `solver(*args, **kwargs) -> x`.
     """
-    return _decorate(Root(_WithArgs(F), tags=tags), has_aux, linear_solver, throw)
+    condition = Root(_WithArgs(F), tags=tags)
+    return _decorate(condition, has_aux, linear_solver, throw, inexact)
 
 
 def custom_fixed_point(
@@ -117,6 +123,7 @@ def custom_fixed_point(
     linear_solver: lx.AbstractLinearSolver | None = None,
     tags: frozenset[object] = frozenset(),
     throw: bool = True,
+    inexact: bool = False,
 ) -> Callable[[_F], _F]:
     """Decorator giving a solver function implicit derivatives from a fixed-point
     condition `x = T(x, *args, **kwargs)`.
@@ -128,4 +135,5 @@ def custom_fixed_point(
 
     A decorator for `solver(*args, **kwargs) -> x`.
     """
-    return _decorate(FixedPoint(_WithArgs(T), tags=tags), has_aux, linear_solver, throw)
+    condition = FixedPoint(_WithArgs(T), tags=tags)
+    return _decorate(condition, has_aux, linear_solver, throw, inexact)

@@ -9,6 +9,12 @@ transposable (reverse mode), differentiable with respect to `A` (higher order), 
 that the failure policy also holds for the transposed solve of reverse mode.
 """
 
+import copy
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
 import jax
 import jax.flatten_util as jfu
 import jax.lax as lax
@@ -16,7 +22,8 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from ._misc import tree_scale
+from ._batch_safe_lu import BatchSafeLU
+from ._misc import tree_all_finite, tree_scale
 from ._results import as_results, RESULTS
 from ._tags import active_set_tag
 
@@ -25,7 +32,7 @@ from ._tags import active_set_tag
 _DEFINITE_ONLY = (lx.CG, lx.Cholesky)
 # Direct solvers for square nonsingular systems: the solution is checked for
 # numerical singularity.
-_CHECKED = (lx.LU, lx.QR, lx.Cholesky)
+_CHECKED = (lx.LU, BatchSafeLU, lx.QR, lx.Cholesky)
 
 
 def is_definite(tags: frozenset[object]) -> bool:
@@ -82,7 +89,7 @@ def default_solver(
     return lx.GMRES(rtol=tol, atol=tol, max_steps=10 * size, stagnation_iters=3)
 
 
-def _probe_vector(structure):
+def probe_vector(structure):
     """A fixed pseudo-random vector with the given structure (for the condition
     estimate). A constant, computed once at trace time."""
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), structure)
@@ -91,7 +98,7 @@ def _probe_vector(structure):
     return unravel(jnp.asarray(probe, dtype=flat.dtype))
 
 
-def _max_abs(tree):
+def max_abs(tree):
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
 
@@ -118,63 +125,175 @@ def _is_iterative(solver) -> bool:
 _RESIDUAL_SLACK = 10.0
 
 
-def _verify_residual(operator, vector, value, solver, result) -> RESULTS:
-    """Judges an iterative solve by its true residual `||A t - b||`, not by the code
-    the Krylov method reports.
+def _untagged(operator: lx.AbstractLinearOperator) -> lx.AbstractLinearOperator:
+    """The same operator with no structure asserted: its `transpose()` is the true
+    transpose, whatever the tags claim."""
+    if isinstance(operator, lx.MatrixLinearOperator):
+        return lx.MatrixLinearOperator(operator.matrix)
+    if isinstance(operator, lx.JacobianLinearOperator):
+        # `tags` is a static field: copy, rather than re-run the constructor (which
+        # would closure-convert `fn` again).
+        plain = copy.copy(operator)
+        object.__setattr__(plain, "tags", frozenset())
+        return plain
+    return operator
 
-    The backward systems of projected/proximal fixed points are the identity plus a
-    low-rank part (coordinates at the boundary of the set are fixed). Krylov methods
-    reach the exact solution in a few steps there, after which GMRES may report
-    stagnation or breakdown although its answer is exact, and BiCGStab may report
-    success with a wrong answer. One extra product with `A` settles both.
+
+def _residual_ok(check_mv, vector, value, tolerance) -> jax.Array:
+    """Whether `||A t - b|| <= tolerance(||b||, ||t||, ||A t||)`, with `A t` computed
+    by `check_mv`, which trusts no tag (False for NaN)."""
+    a_t = check_mv(value)
+    residual = jax.tree_util.tree_map(jnp.subtract, a_t, vector)
+    bound = tolerance(max_abs(vector), max_abs(value), max_abs(a_t))
+    return max_abs(residual) <= bound
+
+
+class _System(eqx.Module):
+    """One direction (`A` or `A^T`) of the backward system, as lineax solves it and as
+    its answers are verified.
+
+    - `operator`: the operator handed to lineax (carrying the condition's tags, which
+        the solver may rely on: Cholesky and CG assume symmetry and definiteness).
+    - `check_mv`: the product with the same matrix computed without trusting the tags,
+        used to verify every answer.
     """
-    residual = jax.tree_util.tree_map(jnp.subtract, operator.mv(value), vector)
-    scale = _RESIDUAL_SLACK * (solver.atol + solver.rtol * _max_abs(vector))
-    converged = _max_abs(residual) <= scale  # False for NaN
-    return RESULTS.where(
-        converged,
-        RESULTS.successful,  # pyright: ignore[reportArgumentType]
-        RESULTS.where(result == RESULTS.successful, RESULTS.adjoint_failed, result),
-    )
+
+    operator: lx.AbstractLinearOperator
+    check_mv: Callable[[Any], Any]
 
 
-def _solve_one(operator, vector, solver, checked, max_condition, throw):
-    """Solves `operator t = vector` with lineax, estimates conditioning for direct
-    solvers, and applies the failure policy."""
-    if isinstance(solver, lx.AutoLinearSolver):
-        solver = solver.select_solver(operator)
-    iterative = _is_iterative(solver)
+def _systems(operator, solver, checked):
+    """The forward and transposed systems, materialised for direct solvers (the
+    condition estimate needs the matrix; verification is then one product with it)
+    and linearised for iterative ones (the primal of `A` is computed once)."""
     if checked and isinstance(solver, _CHECKED):
-        operator = lx.materialise(operator)
-    elif iterative:
-        # Cache the primal computation of `A` once, rather than once per product.
-        operator = lx.linearise(operator)
+        matrix = lx.materialise(operator)
+        check_mv, check_transpose_mv = _dense_products(matrix)
+    else:
+        matrix = lx.linearise(operator) if _is_iterative(solver) else operator
+        plain = lx.linearise(_untagged(operator))
+        check_mv, check_transpose_mv = plain.mv, plain.transpose().mv
+    if lx.is_symmetric(operator):
+        # The tag says `A^T = A`: lineax then reuses `A`; the check does not.
+        transposed = matrix
+    else:
+        transposed = matrix.transpose()
+    return _System(matrix, check_mv), _System(transposed, check_transpose_mv)
+
+
+def _dense_products(operator):
+    """Products with a materialised operator and with its true transpose, on PyTrees
+    of its structure, ignoring its tags."""
+    matrix = operator.as_matrix()
+    zeros = jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype), operator.in_structure()
+    )
+    _, unravel = jfu.ravel_pytree(zeros)
+
+    def mv(tree):
+        return unravel(matrix @ jfu.ravel_pytree(tree)[0])
+
+    def transpose_mv(tree):
+        return unravel(matrix.T @ jfu.ravel_pytree(tree)[0])
+
+    return mv, transpose_mv
+
+
+def _condition_ok(operator, solver, state, max_condition):
+    """Lower bound on the condition number, ||A|| ||A^{-1} w|| / ||w||, from one extra
+    solve against a fixed probe vector (reusing the factorisation). A numerically
+    singular `A` makes it ~ 1/eps however consistent the right-hand side happens to
+    be."""
+    probe = probe_vector(operator.in_structure())
+    probe_sol = lx.linear_solve(operator, probe, solver, state=state, throw=False)
+    norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))
+    estimate = norm * max_abs(probe_sol.value) / max_abs(probe)
+    return estimate <= max_condition  # NaN counts as singular
+
+
+def _krylov_nonsingular(operator, solver):
+    """Whether a Krylov method sees `A` as nonsingular: it must recover a fixed probe
+    `p` from `A p`. On a singular `A`, a consistent right-hand side is solved by
+    *some* solution (GMRES and CG give the one of least norm), with a small residual:
+    only the lost null-space part of `p` reveals that the solution is not unique.
+
+    `A` and `A^T` are singular together, so one probe serves both directions; it is
+    computed once per point (not per tangent), to the accuracy the test needs.
+    """
+    threshold = float(solver.rtol) ** 0.5
+    loose = _with_tolerance(solver, 0.01 * threshold)
+    probe = probe_vector(operator.in_structure())
+    sol = lx.linear_solve(operator, operator.mv(probe), loose, throw=False)
+    error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
+    return error <= threshold * max_abs(probe)
+
+
+def _with_tolerance(solver, tol: float):
+    """`solver` with `rtol = atol = tol`, if that is looser than its own."""
+    if tol <= solver.rtol:
+        return solver
+    try:
+        return dataclasses.replace(solver, rtol=tol, atol=max(tol, solver.atol))
+    except (TypeError, ValueError):
+        return solver
+
+
+def _solve_one(system: _System, vector, solver, checked, max_condition, ok_extra):
+    """Solves `A t = vector` with lineax, checks conditioning (direct solvers) or
+    uniqueness (iterative ones), verifies the answer by its true residual, and
+    returns `(t, result)`."""
+    operator = system.operator
     state = solver.init(operator, {})
     sol = lx.linear_solve(operator, vector, solver, state=state, throw=False)
     result = _promote(sol.result)
+    ok = ok_extra
     if checked and isinstance(solver, _CHECKED):
-        # Lower bound on the condition number, ||A|| ||A^{-1} w|| / ||w||, from one
-        # extra solve against a fixed probe vector (reusing the factorisation).
-        # A numerically singular `A` makes it ~ 1/eps however consistent `vector`
-        # happens to be.
-        probe = _probe_vector(operator.in_structure())
-        probe_sol = lx.linear_solve(operator, probe, solver, state=state, throw=False)
-        matrix = operator.as_matrix()
-        norm = jnp.max(jnp.sum(jnp.abs(matrix), axis=1))
-        estimate = norm * _max_abs(probe_sol.value) / _max_abs(probe)
-        ill = jnp.logical_not(estimate <= max_condition)  # NaN counts as singular
-        result = RESULTS.where(
-            (result == RESULTS.successful) & ill, RESULTS.singular_adjoint, result
-        )
-    if iterative:
-        result = _verify_residual(operator, vector, sol.value, solver, result)
-    ok = result == RESULTS.successful
-    value = sol.value
-    if throw:
-        value = result.error_if(value, jnp.logical_not(ok))
+        ok = ok & _condition_ok(operator, solver, state, max_condition)
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
+        norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))
+        # A backward-stable direct solve leaves ~ n eps ||A|| ||t||; a solver fed a
+        # structure that `A` does not have leaves an O(1) relative residual.
+        slack = float(jnp.finfo(dtype).eps) ** 0.5
+
+        def tolerance(b_norm, t_norm, at_norm):
+            del at_norm
+            return slack * (norm * t_norm + b_norm)
+
     else:
-        value = tree_scale(value, jnp.where(ok, 1.0, jnp.nan))
-    return value
+
+        def tolerance(b_norm, t_norm, at_norm):
+            del t_norm
+            if _is_iterative(solver):
+                return _RESIDUAL_SLACK * (solver.atol + solver.rtol * b_norm)
+            dtype = jnp.result_type(b_norm)
+            return float(jnp.finfo(dtype).eps) ** 0.5 * (at_norm + b_norm)
+
+    result = RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(ok),
+        RESULTS.singular_adjoint,
+        result,
+    )
+    if not checked:  # a pseudo-inverse (least-squares) answer asked for explicitly
+        return sol.value, result
+    verified = _residual_ok(system.check_mv, vector, sol.value, tolerance)
+    # A converged-looking answer that does not solve the system: a Krylov method
+    # that stalled, or a solver relying on a structure (tags) that `A` lacks.
+    result = RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(verified),
+        RESULTS.adjoint_unverified,
+        RESULTS.where(
+            verified & _is_accepted(result),
+            RESULTS.successful,  # pyright: ignore[reportArgumentType]
+            result,
+        ),
+    )
+    return sol.value, result
+
+
+def _is_accepted(result) -> jax.Array:
+    """Codes that a verified residual overrides: a Krylov method that reports
+    stagnation or breakdown after reaching the answer."""
+    return result == RESULTS.adjoint_failed
 
 
 def solve_adjoint_system(
@@ -184,30 +303,71 @@ def solve_adjoint_system(
     *,
     throw: bool,
     max_condition: float,
+    nonsingular: jax.Array | bool = True,
+    inexact: bool = False,
 ):
-    """Returns `t` with `operator t = vector`, differentiable and transposable."""
-    # `AutoLinearSolver(well_posed=False/None)` asks for a pseudo-inverse solution:
-    # singular systems are then expected, not an error.
+    """Returns `t` with `operator t = vector`, differentiable and transposable.
+
+    `nonsingular=False` (a primal flag computed by the caller) reports the system as
+    singular whatever the solver says. With `inexact=True`, an iterative solve that
+    stops before its tolerance is accepted (an approximate derivative asked for
+    explicitly); singular or non-finite answers are still refused.
+    """
+    # `AutoLinearSolver(well_posed=False/None)` and `SVD()` ask for a pseudo-inverse
+    # solution: singular systems are then expected, not an error.
     checked = not (
         isinstance(solver, lx.AutoLinearSolver) and solver.well_posed is not True
     )
-    symmetric = lx.is_symmetric(operator)
+    if isinstance(solver, lx.AutoLinearSolver):
+        solver = solver.select_solver(operator)
+    if type(solver) is lx.LU:
+        # The same factorisation; but a batch of matrices (`vmap`) never goes to
+        # jaxlib's batched LAPACK kernels, which can deadlock XLA:CPU's thread pool
+        # when the batch is sharded over host devices: see `_batch_safe_lu`.
+        solver = BatchSafeLU()
+    if isinstance(solver, lx.SVD):
+        checked = False
+    if not checked:
+        nonsingular = True
+    forward, transposed = _systems(operator, solver, checked)
+    ok_extra = jnp.asarray(nonsingular)
+    if checked and _is_iterative(solver) and not inexact:
+        # (An inexact solve on a budget would not recover the probe either.)
+        ok_extra = ok_extra & _krylov_nonsingular(forward.operator, solver)
+
+    def _finish(value, result):
+        if inexact and _is_iterative(solver):
+            finite = tree_all_finite(value)
+            result = RESULTS.where(
+                (result == RESULTS.adjoint_failed) & finite,
+                RESULTS.successful,  # pyright: ignore[reportArgumentType]
+                result,
+            )
+        return apply_failure_policy(value, result, throw)
 
     def solve(_matvec, b):
-        return _solve_one(operator, b, solver, checked, max_condition, throw)
+        return _finish(
+            *_solve_one(forward, b, solver, checked, max_condition, ok_extra)
+        )
 
     def transpose_solve(_vecmat, b):
-        return _solve_one(
-            operator.transpose(), b, solver, checked, max_condition, throw
+        return _finish(
+            *_solve_one(transposed, b, solver, checked, max_condition, ok_extra)
         )
 
     return lax.custom_linear_solve(
-        operator.mv,
-        vector,
-        solve,
-        transpose_solve=None if symmetric else transpose_solve,
-        symmetric=symmetric,
+        operator.mv, vector, solve, transpose_solve=transpose_solve
     )
+
+
+def apply_failure_policy(value, result, throw: bool):
+    """The one failure policy: `throw=True` raises `result`'s message from the
+    compiled program unless it is `successful`; `throw=False` makes `value` NaN
+    instead."""
+    ok = result == RESULTS.successful
+    if throw:
+        return result.error_if(value, jnp.logical_not(ok))
+    return tree_scale(value, jnp.where(ok, 1.0, jnp.nan))
 
 
 def default_max_condition(dtype) -> float:

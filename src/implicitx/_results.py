@@ -35,6 +35,30 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "its `max_steps`, or check that the forward solve converged."
     )
 
+    adjoint_unverified = (
+        "The backward linear solve returned an answer that does not solve "
+        "`A t = B u` (`A = -dF/dx` at the solution): its true residual `|A t - B u|` "
+        "is too large. Either an iterative solver stopped early while reporting "
+        "success, or a solver relied on a structure that `A` does not have: the "
+        "condition's tags (symmetric, positive/negative semidefinite) or `convex=True` "
+        "are wrong. Remove the wrong tags, or use `lineax.LU()` / `lineax.GMRES(...)`."
+    )
+    nonfinite_iterate = (
+        "The forward solver stopped because its iterate (or the objective or gradient "
+        "it evaluated) became non-finite (inf or nan). Check `theta` and the data the "
+        "condition closes over for non-finite values, and the step size for a value "
+        "that makes the iteration diverge."
+    )
+    nonroot = (
+        "The value returned by the forward solver does not satisfy the optimality "
+        "condition: `max|F(x, theta)|` exceeds `root_tol` times the scale of `F` "
+        "(`max|A u|` for `u` of the size of `x`; see the docs page on failures). The "
+        "implicit derivative is only valid at a solution. Make the forward solver "
+        "converge (tighter tolerance, more steps), check that the condition matches "
+        "the problem the solver solves, or, to differentiate an approximate solution "
+        "on purpose, use `implicitx.ImplicitAdjoint(inexact=True)`."
+    )
+
 
 def as_results(result) -> RESULTS:
     """Converts a lineax/optimistix/implicitx result code into an implicitx one."""

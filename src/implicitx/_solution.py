@@ -20,7 +20,7 @@ class Solution(eqx.Module):
         `implicitx.RESULTS[result]` is its message.
     - `aux`: auxiliary output of the forward solver (`None` if there is none). It is
         passed through and is **not** differentiated: reverse-mode differentiation
-        through it raises an error, forward-mode gives it a zero tangent.
+        through it raises an error, forward mode gives it NaN tangents.
     - `stats`: statistics of the forward solve, e.g. `num_steps`. Not differentiated.
     """
 

@@ -56,7 +56,14 @@ class AbstractFixedPointCondition(AbstractCondition):
         """The map `T(x, theta)` whose fixed point is the solution."""
 
     def __call__(self, x: PyTree[Array], theta: PyTree[ArrayLike]) -> PyTree[Array]:
-        return jtu.tree_map(lambda t, xi: t - xi, self.fixed_point_map(x, theta), x)
+        image = self.fixed_point_map(x, theta)
+        if jtu.tree_structure(image) != jtu.tree_structure(x):
+            raise ValueError(
+                f"The fixed-point map of `{type(self).__name__}` must return the "
+                f"structure of `x`: `x` is {jtu.tree_structure(x)}, `T(x, theta)` is "
+                f"{jtu.tree_structure(image)}. (`T` must return the structure of `x`.)"
+            )
+        return jtu.tree_map(lambda t, xi: t - xi, image, x)
 
 
 class AbstractObjectiveCondition(AbstractCondition):

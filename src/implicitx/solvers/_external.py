@@ -21,27 +21,55 @@ from .._solution import Solution
 from ._base import AbstractSolver, not_differentiable, require_x0
 
 
-def require(module: str, extra: str = "tests") -> Any:
-    """Imports an optional dependency, or raises an error saying how to install it."""
+# The PyPI names of the optional dependencies, by top-level module.
+_PACKAGES = {"sklearn": "scikit-learn"}
+
+
+def require(module: str, extra: str = "external") -> Any:
+    """Imports an optional dependency, or raises an error saying how to install it
+    (the external solvers' dependencies are the `external` extra)."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        package = {"sklearn": "scikit-learn"}.get(module, module)
+        top = module.split(".")[0]
+        package = _PACKAGES.get(top, top)
         raise ImportError(
-            f"This solver needs the optional dependency `{package}`: "
-            f"`pip install {package}` (or `pip install implicitx[{extra}]`)."
+            f"This solver needs the optional dependency `{package}` (to import "
+            f"`{module}`): `pip install {package}`, or "
+            f"`pip install 'implicitx[{extra}]'` for all the external solvers' "
+            "dependencies."
         ) from e
 
 
+def _all_finite(tree) -> bool:
+    return all(np.all(np.isfinite(leaf)) for leaf in jtu.tree_leaves(tree))
+
+
+def _has_nan(tree) -> bool:
+    return any(
+        np.any(np.isnan(np.asarray(leaf)))
+        for leaf in jtu.tree_leaves(tree)
+        if np.issubdtype(np.asarray(leaf).dtype, np.inexact)
+    )
+
+
 def _host_solve(fn, structure, theta, x0, name) -> tuple[Any, bool]:
-    """Runs `fn` on NumPy values; any exception or non-finite output is a failure,
-    reported with its traceback as a warning and as a `False` flag."""
+    """Runs `fn` on NumPy values; NaN inputs, any exception or a non-finite output
+    is a failure, reported with its traceback as a warning and as a `False` flag."""
     try:
+        if _has_nan(theta):
+            # A solver fed NaN may well return a finite point (often `x0`) and
+            # report success: that point is not the solution of any problem.
+            raise ValueError(
+                "the inputs (`theta`, or the condition's arrays) contain NaN."
+            )
         out = fn(theta, x0)
+        if out is None:
+            raise RuntimeError("the solver returned no solution (`None`).")
         out = jtu.tree_map(
             lambda o, s: np.asarray(o, dtype=s.dtype).reshape(s.shape), out, structure
         )
-        finite = all(np.all(np.isfinite(leaf)) for leaf in jtu.tree_leaves(out))
+        finite = _all_finite(out)
         if not finite:
             warnings.warn(f"{name} returned non-finite values.", stacklevel=1)
         return out, finite
@@ -70,8 +98,9 @@ class ExternalSolver(AbstractSolver):
 
     The function runs on the host through `jax.pure_callback` (so it works under
     `jit`; under `vmap` it is called once per batch element). It is never
-    differentiated: derivatives come from the condition. If it raises, or returns
-    non-finite values, the result is `RESULTS.external_solver_failed` (an error under
+    differentiated: derivatives come from the condition. If `theta` contains NaN, or
+    `fn` raises or returns non-finite values, the result is
+    `RESULTS.external_solver_failed` (an error under
     `throw=True`) and the exception is shown as a warning; in a batch, the result code
     says which elements failed.
 
@@ -135,6 +164,10 @@ class ScipyMinimize(AbstractSolver):
         `max|grad f| <= gradient_tol` there (SciPy's line searches often stop with
         "precision loss" at a point as accurate as the floating-point objective
         allows). Otherwise it is a failure.
+
+    A non-finite objective or gradient at the returned point, or NaN in `theta` or
+    in the condition's arrays, is a failure (`RESULTS.external_solver_failed`),
+    whatever SciPy reports.
     """
 
     method: str = eqx.field(default="L-BFGS-B", static=True)
@@ -182,7 +215,15 @@ class ScipyMinimize(AbstractSolver):
             res = scipy_optimize.minimize(
                 fun, x0.reshape(-1), jac=True, method=method, tol=tol, options=options
             )
-            if not res.success and np.max(np.abs(fun(res.x)[1])) > gradient_tol:
+            value, grad = fun(res.x)
+            # Written so that NaN fails: SciPy's own tests compare NaN norms (False)
+            # and may report success at `x0`.
+            if not (np.isfinite(value) and np.all(np.isfinite(grad))):
+                raise RuntimeError(
+                    "scipy.optimize.minimize: the objective or its gradient is not "
+                    f"finite at the returned point ({res.message})."
+                )
+            if not (res.success or np.max(np.abs(grad), initial=0.0) <= gradient_tol):
                 raise RuntimeError(f"scipy.optimize.minimize: {res.message}")
             return res.x.reshape(shape)
 
@@ -197,6 +238,9 @@ class ScipyRoot(AbstractSolver):
 
     - `method`: the SciPy method, e.g. `"hybr"` (default), `"lm"`, ...
     - `tol`: SciPy's `tol`.
+
+    A non-finite residual or Jacobian at the returned point, or NaN in `theta` or in
+    the condition's arrays, is a failure (`RESULTS.external_solver_failed`).
     """
 
     method: str = eqx.field(default="hybr", static=True)
@@ -233,6 +277,12 @@ class ScipyRoot(AbstractSolver):
             res = scipy_optimize.root(
                 fun, x0.reshape(-1), jac=True, method=method, tol=tol
             )
+            residual, jacobian = fun(res.x)
+            if not (np.all(np.isfinite(residual)) and np.all(np.isfinite(jacobian))):
+                raise RuntimeError(
+                    "scipy.optimize.root: the residual or its Jacobian is not finite "
+                    f"at the returned point ({res.message})."
+                )
             if not res.success:
                 raise RuntimeError(f"scipy.optimize.root: {res.message}")
             return res.x.reshape(shape)
@@ -276,9 +326,13 @@ class ScipyLinprog(AbstractSolver):
 
         def fn(theta, x0):
             problem = dict(data(theta))
+            if _has_nan(problem):  # infinite bounds and right-hand sides are allowed
+                raise ValueError(
+                    "scipy.optimize.linprog: the problem data contain NaN."
+                )
             problem.setdefault("bounds", (None, None))
             res = scipy_optimize.linprog(method=method, **problem)
-            if res.status != 0:
+            if res.status != 0 or res.x is None:
                 raise RuntimeError(f"scipy.optimize.linprog: {res.message}")
             return res.x
 
@@ -353,6 +407,8 @@ class CvxpySolver(AbstractSolver):
             problem.solve(**kwargs)
             if problem.status not in ("optimal", "optimal_inaccurate"):
                 raise RuntimeError(f"CVXPY status: {problem.status}")
+            if variable.value is None:
+                raise RuntimeError("CVXPY returned no value for the variable.")
             return variable.value
 
         return _callback_solve(self, fn, theta, x0, differentiable)
