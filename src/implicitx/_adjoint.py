@@ -81,9 +81,10 @@ class ImplicitAdjoint(AbstractAdjoint):
         `implicitx.active_set_tag` (`A` is the identity plus a part of the rank of the
         free set): for them GMRES is used above size 100. Solvers valid only for
         symmetric definite systems (`lineax.CG`, `lineax.Cholesky`) are refused for
-        conditions that do not state it. Iterative solves are accepted or refused by
-        their true residual `||A t - b||` (within 10 times the solver's tolerance),
-        not by the code the Krylov method reports.
+        conditions that do not state it. Every answer is verified by its true
+        residual `||A t - b||`, computed without trusting the tags (so wrong tags are
+        caught), and Krylov solves are checked for singular systems; see the
+        [failures](../failures.md) page.
     - `dense_max_size`: the largest system solved densely by the default choice.
         Default `None`: 500, or 100 for systems tagged `implicitx.active_set_tag`. An
         explicit value applies to every system.
