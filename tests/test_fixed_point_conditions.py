@@ -114,7 +114,9 @@ def test_gradient_reaches_the_prox_stored_in_the_condition():
     import equinox as eqx
 
     fixed = ix.ImplicitArgmin(
-        ix.ProximalGradientFixedPoint(lasso_smooth, ix.prox.L1(ALPHA), stepsize=STEP),
+        ix.ProximalGradientFixedPoint(
+            lasso_smooth, ix.prox.L1(jnp.asarray(ALPHA)), stepsize=STEP
+        ),
         lasso_argmin().solver,
         x0=jnp.zeros(D),
     )

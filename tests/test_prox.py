@@ -546,7 +546,9 @@ def test_norm_proxes_at_zero(case):
 
 def test_gradient_reaches_module_fields():
     y = jnp.array([-2.0, 0.1, 1.5, 3.0])
-    grads = eqx.filter_grad(lambda p: jnp.sum(p(y, 2.0)))(ix.prox.ElasticNet(0.5, 1.0))
+    # Learnable hyperparameters are passed as arrays (Python numbers stay fixed).
+    prox = ix.prox.ElasticNet(jnp.asarray(0.5), jnp.asarray(1.0))
+    grads = eqx.filter_grad(lambda p: jnp.sum(p(y, 2.0)))(prox)
     # d/dl1 sum_i sign(y_i)(|y_i| - 2 l1)/(1 + 2 l2) over the support {-2, 1.5, 3}.
     np.testing.assert_allclose(grads.l1, -2 * (-1 + 1 + 1) / 3, rtol=1e-14)
     expected_l2 = -2 * np.sum([-1.0, 0.5, 2.0]) / 9

@@ -6,6 +6,11 @@ import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from ._base import AbstractFixedPointCondition, AbstractObjectiveCondition
+from ._proximal_gradient import (
+    check_stepsize,
+    nan_unless_valid,
+    stepsize_or_nan,
+)
 from ._stationarity import objective_tags
 
 
@@ -21,7 +26,9 @@ class GradientDescentFixedPoint(
     **Arguments:**
 
     - `objective`: the objective `f(x, theta) -> scalar`.
-    - `stepsize`: the (positive) step size `eta`. Default `1.0`.
+    - `stepsize`: the (positive) step size `eta`. Default `1.0`. A known
+        non-positive or non-finite value raises a `ValueError`; a traced one makes `T`
+        (hence the solve and the derivatives) NaN.
     - `convex`: whether `f` is convex in `x` (makes `A` positive semidefinite).
     """
 
@@ -29,11 +36,22 @@ class GradientDescentFixedPoint(
     stepsize: float | Array = 1.0
     convex: bool = eqx.field(default=False, static=True)
 
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+
     def fixed_point_map(
         self, x: PyTree[Array], theta: PyTree[ArrayLike]
     ) -> PyTree[Array]:
         grad = jax.grad(self.objective)(x, theta)
-        return jtu.tree_map(lambda xi, gi: xi - self.stepsize * gi, x, grad)
+        step = stepsize_or_nan(self.stepsize)
+        return jtu.tree_map(lambda xi, gi: xi - step.astype(xi.dtype) * gi, x, grad)
+
+    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
+        """The objective `x -> f(x, theta)` and the identity as the prox (`g = 0`),
+        for composite solvers (see [`implicitx.solvers.ProximalGradient`][])."""
+        stepsize = self.stepsize
+        smooth = lambda x: self.objective(x, theta)
+        return smooth, lambda z, step: nan_unless_valid(z, stepsize)
 
     @property
     def tags(self) -> frozenset[object]:

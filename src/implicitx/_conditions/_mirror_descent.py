@@ -1,11 +1,13 @@
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from ..mirror._base import AbstractMirrorMap
 from ._base import AbstractActiveSetFixedPoint
 from ._operators import resolve
+from ._proximal_gradient import check_stepsize, stepsize_or_nan
 
 
 class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
@@ -24,14 +26,21 @@ class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
     - `objective`: the smooth objective `f(x, theta) -> scalar`.
     - `mirror_map`: an [`implicitx.mirror.AbstractMirrorMap`][], or a function
         `theta -> AbstractMirrorMap`.
-    - `stepsize`: the step size `eta > 0`.
+    - `stepsize`: the step size `eta > 0`. A known non-positive or non-finite value
+        raises a `ValueError` (a negative step would converge to a maximiser, a zero
+        step would make every point a fixed point); a traced one makes `T` (hence the
+        solve and the derivatives) NaN.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     mirror_map: AbstractMirrorMap | Callable[[PyTree[ArrayLike]], AbstractMirrorMap]
     stepsize: float | Array = 1.0
 
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         mirror_map = resolve(self.mirror_map, AbstractMirrorMap, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        return mirror_map.step(x, gradient, self.stepsize)
+        step = jnp.asarray(stepsize_or_nan(self.stepsize), x.dtype)
+        return mirror_map.step(x, gradient, step)

@@ -2,12 +2,75 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from ..projection._base import AbstractProjection
+from ..projection._utils import is_traced
 from ..prox._base import AbstractProx
 from ._base import AbstractActiveSetFixedPoint
 from ._operators import resolve
+
+
+# --------------------------------------------------------------------------------------
+# Step sizes: the one place where they are checked (conditions and solvers).
+# --------------------------------------------------------------------------------------
+
+
+def _positive_finite(value):
+    return (value > 0) & (value < jnp.inf)
+
+
+def check_stepsize(owner: object, value: ArrayLike | None, field="stepsize") -> None:
+    """Raises a `ValueError` naming `owner`'s class, the field and the value when a
+    known (not traced) step size is not positive and finite. Traced step sizes are
+    checked when used, by [`stepsize_or_nan`][]."""
+    known = isinstance(value, (int, float, np.ndarray, np.generic, jax.Array))
+    if not known or is_traced(value):
+        return
+    if not np.all(_positive_finite(np.asarray(value))):
+        name = type(owner).__name__
+        raise ValueError(
+            f"`{name}` needs a positive, finite `{field}`; got {field}="
+            f"{np.asarray(value).tolist()!r}. A negative step climbs (it converges to "
+            "a maximiser, and the derivatives are wrong) and a zero step makes every "
+            f"point a fixed point: pass `{field}` > 0 (for a gradient step, at most "
+            "about `1 / L` with `L` the Lipschitz constant of the gradient)."
+        )
+
+
+def stepsize_or_nan(value: ArrayLike) -> Array:
+    """The step size as an array, NaN (each entry) unless it is positive and finite:
+    how a traced bad step size is reported. A map using it returns NaN, so solvers
+    fail with a non-finite code and derivatives are NaN, for that batch element only.
+    """
+    value = jnp.asarray(value)
+    if not jnp.issubdtype(value.dtype, jnp.inexact):
+        value = value.astype(float)
+    return jnp.where(_positive_finite(value), value, jnp.nan)
+
+
+def nan_unless_valid(tree: PyTree[Array], value: ArrayLike) -> PyTree[Array]:
+    """`tree`, multiplied by NaN unless every entry of the step size `value` is
+    positive and finite (so that the derivatives of an invalid element are NaN too)."""
+    if not isinstance(value, jax.Array):
+        return tree  # checked at construction
+    ok = jnp.all(_positive_finite(value))
+
+    def poison(leaf):
+        return leaf * jnp.where(ok, 1, jnp.nan).astype(leaf.dtype)
+
+    return jtu.tree_map(poison, tree)
+
+
+def _cast(value, like: Array) -> Array:
+    return jnp.asarray(value, dtype=like.dtype)
+
+
+# --------------------------------------------------------------------------------------
+# Conditions
+# --------------------------------------------------------------------------------------
 
 
 class ProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
@@ -29,16 +92,29 @@ class ProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
         (e.g. `lambda theta: ix.prox.L1(theta["l1"])`).
     - `stepsize`: the step size `eta > 0`. The solutions do not depend on it; any
         positive value gives the same derivatives (it only scales `A` on the support).
+        A known non-positive or non-finite value raises a `ValueError`; a traced one
+        makes `T` (hence the solve and the derivatives) NaN.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
 
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        return prox(x - self.stepsize * gradient, self.stepsize)
+        step = _cast(stepsize_or_nan(self.stepsize), x)
+        return prox(x - step * gradient, step)
+
+    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
+        """The smooth part `x -> f(x, theta)` and the map
+        `(z, step) -> prox_{step g}(z)`, for composite solvers (see
+        [`implicitx.solvers.ProximalGradient`][])."""
+        prox = resolve(self.prox, AbstractProx, theta)
+        return _smooth(self, theta), _checked(self, lambda z, step: prox(z, step))
 
 
 class BlockProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
@@ -58,19 +134,36 @@ class BlockProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
         `(blocks, ...)`.
     - `prox`: the prox of one block (applied to every row with `jax.vmap`), or a
         function `theta -> AbstractProx`.
-    - `stepsize`: a positive scalar, or one step size per block (shape `(blocks,)`).
+    - `stepsize`: a positive scalar, or one step size per block (shape `(blocks,)`);
+        checked as for [`implicitx.ProximalGradientFixedPoint`][].
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
 
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        steps = jnp.broadcast_to(jnp.asarray(self.stepsize), x.shape[:1])
+        steps = _cast(stepsize_or_nan(self.stepsize), x)
+        steps = jnp.broadcast_to(steps, x.shape[:1])
         step_rows = steps.reshape(steps.shape + (1,) * (x.ndim - 1))
         return jax.vmap(prox)(x - step_rows * gradient, steps)
+
+    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
+        """As [`implicitx.ProximalGradientFixedPoint.composite`][], with the prox
+        applied to every row."""
+        prox = resolve(self.prox, AbstractProx, theta)
+        rows = lambda z, step: jax.vmap(lambda row: prox(row, step))(z)
+        return _smooth(self, theta), _checked(self, rows)
+
+    def block_prox(self, theta: PyTree[ArrayLike]) -> Callable:
+        """The map `(row, step) -> prox_{step g}(row)` of one block."""
+        prox = resolve(self.prox, AbstractProx, theta)
+        return _checked(self, lambda z, step: prox(z, step))
 
 
 class ProjectedGradientFixedPoint(AbstractActiveSetFixedPoint):
@@ -86,14 +179,35 @@ class ProjectedGradientFixedPoint(AbstractActiveSetFixedPoint):
         [`implicitx.projection.AbstractProjection`][], or a function
         `theta -> AbstractProjection` when the set depends on `theta` (e.g.
         `lambda theta: ix.projection.L1Ball(theta["radius"])`).
-    - `stepsize`: the step size `eta > 0` (does not change solutions or derivatives).
+    - `stepsize`: the step size `eta > 0` (does not change solutions or derivatives);
+        checked as for [`implicitx.ProximalGradientFixedPoint`][].
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     projection: AbstractProjection | Callable[[PyTree[ArrayLike]], AbstractProjection]
     stepsize: float | Array = 1.0
 
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         projection = resolve(self.projection, AbstractProjection, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        return projection(x - self.stepsize * gradient)
+        step = _cast(stepsize_or_nan(self.stepsize), x)
+        return projection(x - step * gradient)
+
+    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
+        """As [`implicitx.ProximalGradientFixedPoint.composite`][], with the
+        projection as the prox."""
+        projection = resolve(self.projection, AbstractProjection, theta)
+        return _smooth(self, theta), _checked(self, lambda z, step: projection(z))
+
+
+def _smooth(condition, theta) -> Callable:
+    return lambda x: condition.objective(x, theta)
+
+
+def _checked(condition, prox: Callable) -> Callable:
+    """`prox`, returning NaN when the condition's (traced) step size is invalid: a
+    condition that is not well defined fails whichever solver uses it."""
+    return lambda z, step: nan_unless_valid(prox(z, step), condition.stepsize)

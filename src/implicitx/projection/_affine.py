@@ -1,18 +1,41 @@
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import lineax as lx
-from jaxtyping import Array, Float, Scalar
+from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to
+from ._base import AbstractProjection
+from ._utils import cast_to, check_hyperparameters, hyperparameter, nan_unless
 
 
-def _check_hyperplane(name: str, a: Array, b: Array):
-    if a.ndim != 1 or b.ndim != 0:
+def _nonzero(a: Array) -> Array:
+    """`a` is finite and not zero."""
+    return jnp.any(a != 0) & jnp.all(jnp.isfinite(a))
+
+
+def _check_hyperplane(name: str, a: Array, b: ArrayLike):
+    if a.ndim != 1 or jnp.ndim(b) != 0:
         raise ValueError(
             f"`{name}` needs a vector `a` and a scalar `b`; got shapes {a.shape} and "
-            f"{b.shape}."
+            f"{jnp.shape(b)}."
         )
+    check_hyperparameters(
+        name,
+        "a finite, non-zero normal `a`",
+        _nonzero,
+        why="otherwise the set is not a hyperplane",
+        a=a,
+    )
+
+
+def _scaled(a: Array, b: Array) -> tuple[Array, Array, Array]:
+    """`(a / m, b / m, ||a / m||^2)` with `m = max |a_i|` (held constant for
+    differentiation): the same hyperplane, with a normal whose squared norm neither
+    overflows nor underflows."""
+    largest = jax.lax.stop_gradient(jnp.max(jnp.abs(a)))
+    largest = jnp.where(largest > 0, largest, 1)
+    a, b = a / largest, b / largest
+    return a, b, jnp.dot(a, a)
 
 
 class Hyperplane(AbstractProjection):
@@ -28,15 +51,16 @@ class Hyperplane(AbstractProjection):
     - `b`: the offset, a scalar.
     """
 
-    a: Float[Array, " n"] = eqx.field(converter=as_array)
-    b: Float[Array, ""] = eqx.field(converter=as_array)
+    a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
+    b: float | Float[Array, ""] = eqx.field(converter=hyperparameter)
 
     def __check_init__(self):
         _check_hyperplane("Hyperplane", self.a, self.b)
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        a, b = cast_to(self.a, y), cast_to(self.b, y)
-        return y - (jnp.dot(a, y) - b) / jnp.dot(a, a) * a
+        a, b, squared = _scaled(cast_to(self.a, y), cast_to(self.b, y))
+        x = y - (jnp.dot(a, y) - b) / squared * a
+        return nan_unless(_nonzero, x, self.a, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """The absolute residual `|a . x - b|`."""
@@ -56,16 +80,17 @@ class Halfspace(AbstractProjection):
     - `b`: the offset, a scalar.
     """
 
-    a: Float[Array, " n"] = eqx.field(converter=as_array)
-    b: Float[Array, ""] = eqx.field(converter=as_array)
+    a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
+    b: float | Float[Array, ""] = eqx.field(converter=hyperparameter)
 
     def __check_init__(self):
         _check_hyperplane("Halfspace", self.a, self.b)
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        a, b = cast_to(self.a, y), cast_to(self.b, y)
+        a, b, squared = _scaled(cast_to(self.a, y), cast_to(self.b, y))
         excess = jnp.maximum(jnp.dot(a, y) - b, jnp.zeros((), y.dtype))
-        return y - excess / jnp.dot(a, a) * a
+        x = y - excess / squared * a
+        return nan_unless(_nonzero, x, self.a, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, a . x - b)`."""
@@ -89,8 +114,8 @@ class AffineSet(AbstractProjection):
     - `b`: the right-hand side, of shape `(m,)`.
     """
 
-    A: Float[Array, "m n"] = eqx.field(converter=as_array)
-    b: Float[Array, " m"] = eqx.field(converter=as_array)
+    A: Float[Array, "m n"] = eqx.field(converter=jnp.asarray)
+    b: Float[Array, " m"] = eqx.field(converter=jnp.asarray)
 
     def __check_init__(self):
         A, b = self.A, self.b

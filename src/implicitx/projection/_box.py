@@ -2,8 +2,26 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to, positive_part_max
+from ._base import AbstractProjection
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    positive_part_max,
+)
+
+
+def ordered(lower, upper):
+    """`lower <= upper` (false for NaN)."""
+    return lower <= upper
+
+
+def check_bounds(owner: str, lower, upper):
+    """The box `lower <= x <= upper` must be non-empty."""
+    check_hyperparameters(
+        owner, "`lower <= upper` everywhere", ordered, lower=lower, upper=upper
+    )
 
 
 class Box(AbstractProjection):
@@ -23,11 +41,15 @@ class Box(AbstractProjection):
         with `lower <= upper`. Entries may be `inf`.
     """
 
-    lower: Float[Array, "*shape"] = eqx.field(converter=as_array)
-    upper: Float[Array, "*shape"] = eqx.field(converter=as_array)
+    lower: float | Float[Array, "*shape"] = eqx.field(converter=hyperparameter)
+    upper: float | Float[Array, "*shape"] = eqx.field(converter=hyperparameter)
+
+    def __check_init__(self):
+        check_bounds("Box", self.lower, self.upper)
 
     def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        return jnp.clip(y, cast_to(self.lower, y), cast_to(self.upper, y))
+        x = jnp.clip(y, cast_to(self.lower, y), cast_to(self.upper, y))
+        return nan_unless(ordered, x, self.lower, self.upper, point=y)
 
     def violation(self, x: Float[Array, "*shape"]) -> Scalar:
         """The largest bound violation `max(0, max_i lower_i - x_i, x_i - upper_i)`."""

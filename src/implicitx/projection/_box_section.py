@@ -4,8 +4,15 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to, positive_part_max
+from ._base import AbstractProjection
+from ._box import check_bounds, ordered
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    positive_part_max,
+)
 
 
 def _section_residual(tau: Scalar, args) -> Scalar:
@@ -80,6 +87,28 @@ def _find_multiplier(y, lower, upper, a, b) -> Scalar:
     return jnp.clip(root, start, stop)
 
 
+def _section_nonempty(lower, upper, a, b):
+    """Whether `min a . x <= b <= max a . x` over the box (up to a relative rounding
+    slack of a few units in the last place of the terms of the sums)."""
+    lower, upper, a = jnp.broadcast_arrays(lower, upper, a)
+    zero = jnp.zeros((), a.dtype)
+    # The smallest and largest a_i x_i over lower_i <= x_i <= upper_i (0 if a_i = 0,
+    # also for infinite bounds).
+    at_lower = jnp.where(a == 0, zero, a * lower)
+    at_upper = jnp.where(a == 0, zero, a * upper)
+    low = jnp.minimum(at_lower, at_upper)
+    high = jnp.maximum(at_lower, at_upper)
+    magnitude = jnp.where(jnp.isfinite(low), jnp.abs(low), zero) + jnp.where(
+        jnp.isfinite(high), jnp.abs(high), zero
+    )
+    slack = 4 * a.shape[0] * float(jnp.finfo(a.dtype).eps) * jnp.sum(magnitude)
+    return (jnp.sum(low) - slack <= b) & (b <= jnp.sum(high) + slack)
+
+
+def _valid(lower, upper, a, b):
+    return jnp.all(ordered(lower, upper)) & _section_nonempty(lower, upper, a, b)
+
+
 @jax.custom_jvp
 def _project_box_section(y, lower, upper, a, b):
     tau = _find_multiplier(y, lower, upper, a, b)
@@ -141,9 +170,9 @@ class BoxSection(AbstractProjection):
     coordinates of `y`; in the hyperparameters it is not differentiable there, and
     the derivative returned follows the active bounds (`a` and `b` get zero).
 
-    The set must be non-empty: `min_{box} a . x <= b <= max_{box} a . x`. Otherwise the
-    returned point is a point of the box where `a . x` is largest (if `b` is too large)
-    or smallest (if too small), and `violation` is positive.
+    The set must be non-empty: `lower <= upper` and
+    `min_{box} a . x <= b <= max_{box} a . x`. Otherwise construction raises a
+    `ValueError` (known values) or the projection is NaN (traced values).
 
     Acts on vectors; use [`implicitx.projection.RowWise`][] or `jax.vmap` for batches.
 
@@ -157,17 +186,27 @@ class BoxSection(AbstractProjection):
     - `b`: the offset of the hyperplane, a scalar.
     """
 
-    lower: Float[Array, "*n"] = eqx.field(converter=as_array)
-    upper: Float[Array, "*n"] = eqx.field(converter=as_array)
-    a: Float[Array, " n"] = eqx.field(converter=as_array)
-    b: Float[Array, ""] = eqx.field(converter=as_array)
+    lower: float | Float[Array, "*n"] = eqx.field(converter=hyperparameter)
+    upper: float | Float[Array, "*n"] = eqx.field(converter=hyperparameter)
+    a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
+    b: float | Float[Array, ""] = eqx.field(converter=hyperparameter)
 
     def __check_init__(self):
-        if self.a.ndim != 1 or self.b.ndim != 0:
+        if self.a.ndim != 1 or jnp.ndim(self.b) != 0:
             raise ValueError(
                 "`BoxSection` needs a vector `a` and a scalar `b`; got shapes "
-                f"{self.a.shape} and {self.b.shape}."
+                f"{self.a.shape} and {jnp.shape(self.b)}."
             )
+        check_bounds("BoxSection", self.lower, self.upper)
+        check_hyperparameters(
+            "BoxSection",
+            "`min a . x <= b <= max a . x` over the box (a non-empty section)",
+            _section_nonempty,
+            lower=self.lower,
+            upper=self.upper,
+            a=self.a,
+            b=self.b,
+        )
 
     def _bounds(self, y: Array) -> tuple[Array, Array]:
         lower = jnp.broadcast_to(cast_to(self.lower, y), y.shape)
@@ -177,8 +216,13 @@ class BoxSection(AbstractProjection):
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         lower, upper = self._bounds(y)
         a, b = cast_to(self.a, y), cast_to(self.b, y)
-        x, _ = _project_box_section(y, lower, upper, a, b)
-        return x
+        # The set is the same for `(a, b) / s`: scaling by the largest `|a_i|`
+        # (held constant, so derivatives are unchanged) keeps the multiplier search
+        # away from under- and overflow when `a` is tiny or huge.
+        s = jax.lax.stop_gradient(jnp.max(jnp.abs(a)))
+        s = jnp.where(s > 0, s, jnp.ones_like(s))
+        x, _ = _project_box_section(y, lower, upper, a / s, b / s)
+        return nan_unless(_valid, x, lower, upper, a, b, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, max_i lower_i - x_i, max_i x_i - upper_i, |a . x - b|)`."""

@@ -30,6 +30,10 @@ class SecondOrderCone(AbstractProjection):
     Closed form: `y` itself if `y` is in `K`, zero if `y` is in the polar cone
     `-K` (`||x|| <= -t`), and otherwise `(t + ||x||) / 2 * (1, x / ||x||)`.
 
+    The point is scaled by its largest entry before the arithmetic, so the
+    projection and its derivatives are accurate for entries of any magnitude the
+    dtype represents.
+
     Derivatives are those of the closed form. They exist everywhere except on the
     boundaries of `K` and `-K`, where the projection has a kink; there a one-sided
     derivative is returned.
@@ -38,14 +42,22 @@ class SecondOrderCone(AbstractProjection):
     """
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        t, x = y[0], y[1:]
+        # The projection is positively homogeneous, `P(y) = m P(y / m)`: with
+        # `m = max |y_i|` (held constant for differentiation, which leaves every
+        # derivative exact), the arithmetic is done on entries of order one, so
+        # neither the values nor the derivatives overflow or underflow.
+        largest = jax.lax.stop_gradient(jnp.max(jnp.abs(y)))
+        largest = jnp.where((largest > 0) & (largest < jnp.inf), largest, 1)
+        z = y / largest
+        t, x = z[0], z[1:]
         norm, safe = safe_norm(x)
         inside = norm <= t
         polar = norm <= -t
         coefficient = (t + norm) / 2
         unit = x / safe
         boundary = jnp.concatenate([coefficient[None], coefficient * unit])
-        return jnp.where(inside, y, jnp.where(polar, jnp.zeros_like(y), boundary))
+        projected = jnp.where(inside, z, jnp.where(polar, jnp.zeros_like(z), boundary))
+        return largest * projected
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(||x[1:]|| - x[0], 0)`."""

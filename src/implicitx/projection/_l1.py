@@ -2,9 +2,16 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._simplex import project_simplex
-from ._utils import cast_to
+from ._base import AbstractProjection
+from ._simplex import check_scale, project_simplex
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    nonnegative,
+    nonnegative_finite,
+)
 
 
 def _signs(y: Float[Array, " n"]) -> Float[Array, " n"]:
@@ -28,16 +35,24 @@ class L1Ball(AbstractProjection):
 
     **Arguments:**
 
-    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    - `radius`: the radius, `radius >= 0` (`inf` allowed). Default `1.0`.
     """
 
-    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_hyperparameters(
+            "L1Ball", "`radius >= 0`", nonnegative, radius=self.radius
+        )
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         radius = cast_to(self.radius, y)
         signs = _signs(y)
-        outside = signs * project_simplex(signs * y, radius)
-        return jnp.where(jnp.sum(jnp.abs(y)) <= radius, y, outside)
+        # An infinite radius is the whole space; the simplex then gets a finite sum.
+        finite = jnp.where(radius < jnp.inf, radius, 0)
+        outside = signs * project_simplex(signs * y, finite)
+        x = jnp.where(jnp.sum(jnp.abs(y)) <= radius, y, outside)
+        return nan_unless(nonnegative, x, self.radius, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, ||x||_1 - radius)`."""
@@ -66,14 +81,18 @@ class L1Sphere(AbstractProjection):
 
     **Arguments:**
 
-    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    - `radius`: the radius, `0 <= radius < inf`. Default `1.0`.
     """
 
-    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_scale("L1Sphere", self.radius, name="radius")
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         signs = _signs(y)
-        return signs * project_simplex(signs * y, cast_to(self.radius, y))
+        x = signs * project_simplex(signs * y, cast_to(self.radius, y))
+        return nan_unless(nonnegative_finite, x, self.radius, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`| ||x||_1 - radius |`."""

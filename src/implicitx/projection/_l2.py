@@ -2,8 +2,16 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to, safe_norm
+from ._base import AbstractProjection
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    nonnegative,
+    nonnegative_finite,
+    safe_norm,
+)
 
 
 class L2Ball(AbstractProjection):
@@ -16,15 +24,21 @@ class L2Ball(AbstractProjection):
 
     **Arguments:**
 
-    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    - `radius`: the radius, `radius >= 0` (`inf` allowed). Default `1.0`.
     """
 
-    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_hyperparameters(
+            "L2Ball", "`radius >= 0`", nonnegative, radius=self.radius
+        )
 
     def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         radius = cast_to(self.radius, y)
         norm, safe = safe_norm(y)
-        return jnp.where(norm > radius, radius / safe, 1) * y
+        x = jnp.where(norm > radius, radius / safe, 1) * y
+        return nan_unless(nonnegative, x, self.radius, point=y)
 
     def violation(self, x: Float[Array, "*shape"]) -> Scalar:
         """`max(0, ||x||_2 - radius)`."""
@@ -47,16 +61,22 @@ class L2Sphere(AbstractProjection):
 
     **Arguments:**
 
-    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    - `radius`: the radius, `0 <= radius < inf`. Default `1.0`.
     """
 
-    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_hyperparameters(
+            "L2Sphere", "`0 <= radius < inf`", nonnegative_finite, radius=self.radius
+        )
 
     def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         radius = cast_to(self.radius, y)
         norm, safe = safe_norm(y)
         first = jnp.zeros(y.size, y.dtype).at[0].set(1).reshape(y.shape)
-        return jnp.where(norm > 0, y / safe, first) * radius
+        x = jnp.where(norm > 0, y / safe, first) * radius
+        return nan_unless(nonnegative_finite, x, self.radius, point=y)
 
     def violation(self, x: Float[Array, "*shape"]) -> Scalar:
         """`| ||x||_2 - radius |`."""

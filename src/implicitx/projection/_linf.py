@@ -2,8 +2,14 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to
+from ._base import AbstractProjection
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    nonnegative,
+)
 
 
 class LInfBall(AbstractProjection):
@@ -15,14 +21,20 @@ class LInfBall(AbstractProjection):
 
     **Arguments:**
 
-    - `radius`: the radius, `radius > 0`. Default `1.0`.
+    - `radius`: the radius, `radius >= 0` (`inf` allowed). Default `1.0`.
     """
 
-    radius: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_hyperparameters(
+            "LInfBall", "`radius >= 0`", nonnegative, radius=self.radius
+        )
 
     def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         radius = cast_to(self.radius, y)
-        return jnp.clip(y, -radius, radius)
+        x = jnp.clip(y, -radius, radius)
+        return nan_unless(nonnegative, x, self.radius, point=y)
 
     def violation(self, x: Float[Array, "*shape"]) -> Scalar:
         """`max(0, max_i |x_i| - radius)`."""

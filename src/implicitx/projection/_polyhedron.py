@@ -12,13 +12,13 @@ from .._solution import Solution
 from ..solvers import AbstractSolver
 from ..solvers._base import not_differentiable
 from ..solvers._loop import converged_result
-from ._base import AbstractProjection, as_array
+from ._base import AbstractProjection
 from ._utils import cast_to
 
 
 def optional_array(x: ArrayLike | None) -> Array | None:
     """Converter for optional hyperparameter fields: `None` stays `None`."""
-    return None if x is None else as_array(x)
+    return None if x is None else jnp.asarray(x)
 
 
 def default_tolerance(dtype) -> float:

@@ -3,8 +3,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection, as_array
-from ._utils import cast_to, positive_part_max
+from ._base import AbstractProjection
+from ._utils import (
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+    nonnegative_finite,
+    positive_part_max,
+)
 
 
 @jax.custom_jvp
@@ -13,10 +20,15 @@ def project_simplex(y: Float[Array, " n"], scale: Scalar) -> Float[Array, " n"]:
     dtype of `y`), by sorting: `P(y) = max(y - tau, 0)`, where the threshold `tau`
     makes the entries sum to `scale`.
 
+    The arithmetic is done on `z = y - max(y)` (so `P(y) = max(z - tau', 0)`, with
+    `tau'` the threshold of `z`): the cumulative sums are then relative to the
+    largest entry, and `scale` is not lost to cancellation when `|y| >> scale`.
+
     Its derivatives are given in closed form by a custom JVP rule (see
     `_project_simplex_jvp`), not by differentiating through the sort.
     """
     n = y.shape[0]
+    y = y - jnp.max(y)
     descending = jnp.flip(jnp.sort(y))
     excess = jnp.cumsum(descending) - scale
     counts = jnp.arange(1, n + 1)
@@ -46,6 +58,13 @@ def _project_simplex_jvp(primals, tangents):
     return x, t_x
 
 
+def check_scale(owner: str, scale, name: str = "scale"):
+    """The sum (or radius) of a simplex or a sphere must be finite and `>= 0`."""
+    check_hyperparameters(
+        owner, f"`0 <= {name} < inf`", nonnegative_finite, **{name: scale}
+    )
+
+
 def simplex_violation(x: Float[Array, " n"], scale: Scalar) -> Scalar:
     """`max(0, max_i -x_i, |sum(x) - scale|)`."""
     return positive_part_max(-x, jnp.abs(jnp.sum(x) - scale))
@@ -68,13 +87,17 @@ class Simplex(AbstractProjection):
 
     **Arguments:**
 
-    - `scale`: the sum of the entries, `scale > 0`. Default `1.0`.
+    - `scale`: the sum of the entries, `0 <= scale < inf`. Default `1.0`.
     """
 
-    scale: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    scale: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
+
+    def __check_init__(self):
+        check_scale("Simplex", self.scale)
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        return project_simplex(y, cast_to(self.scale, y))
+        x = project_simplex(y, cast_to(self.scale, y))
+        return nan_unless(nonnegative_finite, x, self.scale, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, max_i -x_i, |sum(x) - scale|)`."""
@@ -103,23 +126,25 @@ class SparseSimplex(AbstractProjection):
 
     - `k`: the largest number of non-zero entries, a positive Python integer (static).
         With `k >= n` this is [`implicitx.projection.Simplex`][].
-    - `scale`: the sum of the entries, `scale > 0`. Default `1.0`.
+    - `scale`: the sum of the entries, `0 <= scale < inf`. Default `1.0`.
     """
 
     k: int = eqx.field(static=True)
-    scale: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    scale: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
 
     def __check_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(
                 f"`SparseSimplex` needs a positive integer `k`, got {self.k!r}."
             )
+        check_scale("SparseSimplex", self.scale)
 
     def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
         k = min(self.k, y.shape[0])
         top, indices = jax.lax.top_k(y, k)
         projected = project_simplex(top, cast_to(self.scale, y))
-        return jnp.zeros_like(y).at[indices].set(projected)
+        x = jnp.zeros_like(y).at[indices].set(projected)
+        return nan_unless(nonnegative_finite, x, self.scale, point=y)
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, max_i -x_i, |sum(x) - scale|, (number of non-zeros) - k)`."""

@@ -13,9 +13,9 @@ from .._solution import Solution
 from ..solvers import AbstractSolver
 from ..solvers._base import not_differentiable
 from ..solvers._loop import converged_result
-from ._base import AbstractProjection, as_array
+from ._base import AbstractProjection
 from ._polyhedron import default_tolerance
-from ._utils import cast_to
+from ._utils import cast_to, check_hyperparameters, hyperparameter, nan_unless, positive
 
 
 def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:
@@ -24,6 +24,51 @@ def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:
     rows = jnp.max(jnp.abs(jnp.sum(x, axis=1) - a))
     columns = jnp.max(jnp.abs(jnp.sum(x, axis=0) - b))
     return jnp.maximum(jnp.maximum(negative, 0), jnp.maximum(rows, columns))
+
+
+def _balanced(a, b) -> Array:
+    """`sum(a) = sum(b)`, to a relative `sqrt(eps)` (false for NaN)."""
+    total_a, total_b = jnp.sum(a), jnp.sum(b)
+    rtol = float(jnp.finfo(total_a.dtype).eps) ** 0.5
+    scale = jnp.maximum(jnp.abs(total_a), jnp.abs(total_b))
+    return jnp.abs(total_a - total_b) <= rtol * scale
+
+
+def _marginals_valid(a, b) -> Array:
+    """Positive marginals with equal sums (a non-empty polytope, and potentials that
+    exist)."""
+    return jnp.all(a > 0) & jnp.all(b > 0) & _balanced(a, b)
+
+
+def _check_marginals(owner: str, a, b):
+    check_hyperparameters(
+        owner,
+        "positive marginals `a` and `b` with `sum(a) = sum(b)`",
+        _marginals_valid,
+        a=a,
+        b=b,
+    )
+
+
+def _safe_marginals(a: Array, b: Array) -> tuple[Array, Array]:
+    """`(a, b)` if they are valid, and otherwise uniform marginals of equal sums, so
+    that an invalid batch element still gives a solve that converges (its result is
+    then replaced by NaN, see `nan_unless`)."""
+    ok = _marginals_valid(a, b)
+    n, m = a.shape[0], b.shape[0]
+    a = jnp.where(ok, a, jnp.full_like(a, m))
+    b = jnp.where(ok, b, jnp.full_like(b, n))
+    return a, b
+
+
+def _check_epsilon(owner: str, epsilon):
+    check_hyperparameters(
+        owner,
+        "`epsilon > 0`",
+        positive,
+        why="otherwise the KL projection is not defined",
+        epsilon=epsilon,
+    )
 
 
 def _with_pinned_last(head: Array) -> Array:
@@ -133,8 +178,11 @@ def _euclidean_transport(
         _TransportDualSolver(tol, max_steps),
         throw=throw,
     )
-    alpha, beta_head = argmin((y, cast_to(a, y), cast_to(b, y)))
-    return _euclidean_plan(y, alpha, _with_pinned_last(beta_head))
+    a, b = cast_to(a, y), cast_to(b, y)
+    safe_a, safe_b = _safe_marginals(a, b)
+    alpha, beta_head = argmin((y, safe_a, safe_b))
+    x = _euclidean_plan(y, alpha, _with_pinned_last(beta_head))
+    return nan_unless(_marginals_valid, x, a, b, point=y)
 
 
 class TransportPolytope(AbstractProjection):
@@ -164,8 +212,8 @@ class TransportPolytope(AbstractProjection):
 
     **Arguments:**
 
-    - `a`: the row sums, shape `(n,)`.
-    - `b`: the column sums, shape `(m,)`.
+    - `a`: the row sums, positive, shape `(n,)`.
+    - `b`: the column sums, positive, shape `(m,)`, with `sum(b) = sum(a)`.
     - `tol`: the relative tolerance on the marginals (and the tolerance of L-BFGS).
         Default `eps^(2/3)` of the dtype of `Y`.
     - `max_steps`: the maximum number of L-BFGS steps.
@@ -173,11 +221,14 @@ class TransportPolytope(AbstractProjection):
         `throw=False`, derivatives are NaN instead).
     """
 
-    a: Float[Array, " n"] = eqx.field(converter=as_array)
-    b: Float[Array, " m"] = eqx.field(converter=as_array)
+    a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
+    b: Float[Array, " m"] = eqx.field(converter=jnp.asarray)
     tol: float | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=1000, static=True)
     throw: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        _check_marginals("TransportPolytope", self.a, self.b)
 
     def __call__(self, y: Float[Array, "n m"]) -> Float[Array, "n m"]:
         return _euclidean_transport(
@@ -313,12 +364,19 @@ class _Sinkhorn(AbstractSolver):
 
 
 def _kl_transport(y, a, b, epsilon, tol, max_steps, throw):
+    raw_a, raw_b = a, b
+    raw_epsilon = epsilon
     a, b, epsilon = cast_to(a, y), cast_to(b, y), cast_to(epsilon, y)
+    a, b = _safe_marginals(a, b)
+    valid_epsilon = positive(epsilon)
+    epsilon = jnp.where(valid_epsilon, epsilon, jnp.ones_like(epsilon))
     argmin = ImplicitArgmin(
         FixedPoint(_sinkhorn_map), _Sinkhorn(tol, max_steps), throw=throw
     )
     g_head = argmin((y, a, b, epsilon))
-    return _kl_plan(y, g_head, a, epsilon)
+    x = _kl_plan(y, g_head, a, epsilon)
+    x = nan_unless(_marginals_valid, x, raw_a, raw_b, point=y)
+    return nan_unless(positive, x, raw_epsilon, point=y)
 
 
 class KLTransportPolytope(AbstractProjection):
@@ -362,12 +420,16 @@ class KLTransportPolytope(AbstractProjection):
     - `throw`: whether a solve that does not converge raises an error.
     """
 
-    a: Float[Array, " n"] = eqx.field(converter=as_array)
-    b: Float[Array, " m"] = eqx.field(converter=as_array)
-    epsilon: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
+    b: Float[Array, " m"] = eqx.field(converter=jnp.asarray)
+    epsilon: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
     tol: float | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=10_000, static=True)
     throw: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        _check_marginals("KLTransportPolytope", self.a, self.b)
+        _check_epsilon("KLTransportPolytope", self.epsilon)
 
     def __call__(self, y: Float[Array, "n m"]) -> Float[Array, "n m"]:
         return _kl_transport(
@@ -397,10 +459,13 @@ class KLBirkhoffPolytope(AbstractProjection):
         [`implicitx.projection.KLTransportPolytope`][].
     """
 
-    epsilon: Float[Array, ""] = eqx.field(default=1.0, converter=as_array)
+    epsilon: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
     tol: float | None = eqx.field(default=None, static=True)
     max_steps: int = eqx.field(default=10_000, static=True)
     throw: bool = eqx.field(default=True, static=True)
+
+    def __check_init__(self):
+        _check_epsilon("KLBirkhoffPolytope", self.epsilon)
 
     def __call__(self, y: Float[Array, "n n"]) -> Float[Array, "n n"]:
         ones = jnp.ones(y.shape[0], y.dtype)

@@ -9,7 +9,12 @@ class AbstractProx(eqx.Module):
     `prox_{s g}(y) = argmin_x 0.5 ||x - y||^2 + s g(x)` for a step size `s > 0`.
 
     A prox is an `equinox.Module`; the hyperparameters of `g` (regularisation strength,
-    ...) are array fields, differentiable like any other parameter.
+    ...) are its fields. As for projections (see
+    [`implicitx.projection.AbstractProjection`][]), a Python number (and every
+    default) stays a fixed Python `float`, not a parameter; pass a JAX array, e.g.
+    `L1(jnp.asarray(0.1))`, or build the prox from `theta`, to make it learnable.
+    Invalid values (a negative strength) raise a `ValueError` at construction when
+    known, and give NaN when traced.
     """
 
     @abc.abstractmethod

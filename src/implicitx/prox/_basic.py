@@ -2,9 +2,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._base import as_array
+from ..projection._utils import hyperparameter
 from ._base import AbstractProx
-from ._misc import cast_to
+from ._misc import cast_to, check_strengths, nan_unless_nonnegative
 
 
 class Zero(AbstractProx):
@@ -37,13 +37,19 @@ class Ridge(AbstractProx):
         Default `1.0`.
     """
 
-    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, "..."] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
+
+    def __check_init__(self):
+        check_strengths("Ridge", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
-        return y / (1 + s * cast_to(self.strength, y))
+        x = y / (1 + s * cast_to(self.strength, y))
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)
@@ -60,13 +66,19 @@ class NonNegativeRidge(AbstractProx):
         broadcastable to the shape of the point. Default `1.0`.
     """
 
-    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, "..."] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
+
+    def __check_init__(self):
+        check_strengths("NonNegativeRidge", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
-        return jnp.maximum(y, 0) / (1 + s * cast_to(self.strength, y))
+        x = jnp.maximum(y, 0) / (1 + s * cast_to(self.strength, y))
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         penalty = 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)

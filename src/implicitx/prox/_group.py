@@ -2,9 +2,14 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._base import as_array
+from ..projection._utils import hyperparameter
 from ._base import AbstractProx
-from ._misc import block_soft_threshold, safe_norm
+from ._misc import (
+    block_soft_threshold,
+    check_strengths,
+    nan_unless_nonnegative,
+    safe_norm,
+)
 
 
 class GroupLasso(AbstractProx):
@@ -28,11 +33,16 @@ class GroupLasso(AbstractProx):
         strength per group). Default `1.0`.
     """
 
-    strength: Float[Array, "*groups"] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, "*groups"] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
 
     def _strength(self, x: Array) -> Array:
         strength = jnp.asarray(self.strength, dtype=x.dtype)
         return jnp.broadcast_to(strength, x.shape[:-1])
+
+    def __check_init__(self):
+        check_strengths("GroupLasso", strength=self.strength)
 
     def __call__(
         self,
@@ -41,7 +51,8 @@ class GroupLasso(AbstractProx):
     ) -> Float[Array, "*groups size"]:
         s = jnp.asarray(stepsize, dtype=y.dtype)
         threshold = s * self._strength(y)[..., None]
-        return block_soft_threshold(y, threshold, axis=-1)
+        x = block_soft_threshold(y, threshold, axis=-1)
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "*groups size"]) -> Scalar:
         norms, _ = safe_norm(x, axis=-1)

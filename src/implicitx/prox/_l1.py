@@ -2,9 +2,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._base import as_array
+from ..projection._utils import hyperparameter
 from ._base import AbstractProx
-from ._misc import cast_to, soft_threshold
+from ._misc import cast_to, check_strengths, nan_unless_nonnegative, soft_threshold
 
 
 class L1(AbstractProx):
@@ -21,13 +21,19 @@ class L1(AbstractProx):
         adaptive lasso). Default `1.0`.
     """
 
-    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, "..."] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
+
+    def __check_init__(self):
+        check_strengths("L1", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
-        return soft_threshold(y, s * cast_to(self.strength, y))
+        x = soft_threshold(y, s * cast_to(self.strength, y))
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return jnp.sum(cast_to(self.strength, x) * jnp.abs(x))
@@ -44,13 +50,19 @@ class NonNegativeL1(AbstractProx):
         broadcastable to the shape of the point. Default `1.0`.
     """
 
-    strength: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, "..."] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
+
+    def __check_init__(self):
+        check_strengths("NonNegativeL1", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
-        return jnp.maximum(y - s * cast_to(self.strength, y), 0)
+        x = jnp.maximum(y - s * cast_to(self.strength, y), 0)
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         penalty = jnp.sum(cast_to(self.strength, x) * x)
@@ -71,15 +83,19 @@ class ElasticNet(AbstractProx):
         Default `1.0`.
     """
 
-    l1: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
-    l2: Float[Array, "..."] = eqx.field(converter=as_array, default=1.0)
+    l1: float | Float[Array, "..."] = eqx.field(converter=hyperparameter, default=1.0)
+    l2: float | Float[Array, "..."] = eqx.field(converter=hyperparameter, default=1.0)
+
+    def __check_init__(self):
+        check_strengths("ElasticNet", l1=self.l1, l2=self.l2)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
         l1, l2 = cast_to(self.l1, y), cast_to(self.l2, y)
-        return soft_threshold(y, s * l1) / (1 + s * l2)
+        x = soft_threshold(y, s * l1) / (1 + s * l2)
+        return nan_unless_nonnegative(x, y, self.l1, self.l2)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         l1, l2 = cast_to(self.l1, x), cast_to(self.l2, x)

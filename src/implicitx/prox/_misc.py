@@ -1,6 +1,34 @@
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ..projection._utils import (
+    check_hyperparameters,
+    nan_unless,
+    nonnegative,
+    safe_norm as safe_norm,
+)
+
+
+def check_strengths(owner: str, **strengths: ArrayLike) -> None:
+    """Regularisation strengths must be `>= 0` (`inf` allowed) everywhere: raises a
+    `ValueError` at construction for known negative (or NaN) values."""
+    for name, value in strengths.items():
+        check_hyperparameters(
+            owner,
+            f"`{name} >= 0`",
+            nonnegative,
+            why="otherwise the penalty is not convex",
+            **{name: value},
+        )
+
+
+def nan_unless_nonnegative(x: Array, y: Array, *strengths: ArrayLike) -> Array:
+    """`x = prox(y)`, or NaN (with NaN derivatives) where a traced strength is
+    negative (or NaN)."""
+    for value in strengths:
+        x = nan_unless(nonnegative, x, value, point=y)
+    return x
+
 
 def cast_to(value: ArrayLike, like: Array) -> Array:
     """Casts a step size or hyperparameter to the dtype of the point `like`, and
@@ -20,20 +48,6 @@ def soft_threshold(y: Float[Array, "..."], threshold: Array) -> Float[Array, "..
     `-sign(y)` in `threshold` outside the interval, `0` inside.
     """
     return y - jnp.clip(y, -threshold, threshold)
-
-
-def safe_norm(
-    y: Float[Array, "..."], axis: int | None = None, keepdims: bool = False
-) -> tuple[Array, Array]:
-    """The Euclidean norm of `y` (over `axis`, or the whole array) as
-    `(norm, safe_norm)`: `norm` is exact; `safe_norm` equals `norm` where it is
-    positive and `1` where `y` is zero, so that dividing by it, and differentiating
-    the division, gives no NaN at `y = 0`."""
-    squared = jnp.sum(y * y, axis=axis, keepdims=keepdims)
-    positive = squared > 0
-    safe = jnp.sqrt(jnp.where(positive, squared, 1))
-    norm = jnp.where(positive, safe, 0)
-    return norm, safe
 
 
 def block_soft_threshold(

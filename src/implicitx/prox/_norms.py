@@ -2,13 +2,19 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._base import as_array
 from ..projection._l1 import L1Ball
+from ..projection._utils import hyperparameter
 from ._base import AbstractProx
-from ._misc import block_soft_threshold, cast_to, safe_norm
+from ._misc import (
+    block_soft_threshold,
+    cast_to,
+    check_strengths,
+    nan_unless_nonnegative,
+    safe_norm,
+)
 
 
-def _check_scalar(strength: Array):
+def _check_scalar(strength: ArrayLike):
     if jnp.ndim(strength) != 0:
         raise ValueError(
             f"`strength` must be a scalar, got an array of shape {jnp.shape(strength)}."
@@ -28,16 +34,20 @@ class L2Norm(AbstractProx):
     - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
     """
 
-    strength: Float[Array, ""] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, ""] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
 
     def __check_init__(self):
         _check_scalar(self.strength)
+        check_strengths("L2Norm", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
         s = cast_to(stepsize, y)
-        return block_soft_threshold(y, s * cast_to(self.strength, y))
+        x = block_soft_threshold(y, s * cast_to(self.strength, y))
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return cast_to(self.strength, x) * safe_norm(x)[0]
@@ -62,10 +72,13 @@ class LInfNorm(AbstractProx):
     - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
     """
 
-    strength: Float[Array, ""] = eqx.field(converter=as_array, default=1.0)
+    strength: float | Float[Array, ""] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
 
     def __check_init__(self):
         _check_scalar(self.strength)
+        check_strengths("LInfNorm", strength=self.strength)
 
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
@@ -76,7 +89,8 @@ class LInfNorm(AbstractProx):
         safe = jnp.where(positive, threshold, 1)
         flat = jnp.ravel(y)
         shrunk = flat - safe * L1Ball()(flat / safe)
-        return jnp.where(positive, shrunk, flat).reshape(y.shape)
+        x = jnp.where(positive, shrunk, flat).reshape(y.shape)
+        return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return cast_to(self.strength, x) * jnp.max(jnp.abs(x))

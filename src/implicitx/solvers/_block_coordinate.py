@@ -9,11 +9,13 @@ from .._conditions import (
     BlockProximalGradientFixedPoint,
     ProximalGradientFixedPoint,
 )
-from .._conditions._operators import resolve
+from .._conditions._proximal_gradient import check_stepsize
 from .._solution import Solution
-from ..prox._base import AbstractProx
 from ._base import AbstractSolver, require_x0
-from ._loop import converged, iterate
+from ._loop import converged, iterate, tolerance
+
+
+_SHRINK, _TRIES = 0.9, 60  # as in `ProximalGradient`
 
 
 class BlockCoordinateDescent(AbstractSolver):
@@ -29,21 +31,30 @@ class BlockCoordinateDescent(AbstractSolver):
 
     One step is a sweep over the blocks in order; each block takes a proximal-gradient
     step `x[j] <- prox_{g/L_j}(x[j] - grad_j f(x) / L_j)` with its own step size found
-    by backtracking (`L_j` doubled until `f` satisfies the quadratic upper bound along
-    the block) and remembered across sweeps. It stops when a sweep changes `x` by at
-    most `atol + rtol max|x|`.
+    by backtracking (from `0.9 L_j`, so that the estimate can decrease again, `L_j` is
+    doubled until `f` satisfies the quadratic upper bound along the block, or its
+    gradient-based form when rounding makes function values unreliable) and
+    remembered across sweeps. It stops when a sweep changes `x` by at most
+    `atol + rtol max|x|` (each block's change is its proximal-gradient residual at
+    the step `1 / L_j`), and as soon as `x` is non-finite
+    (`RESULTS.nonfinite_iterate`).
 
     **Arguments:**
 
-    - `rtol`, `atol`: the stopping tolerances.
+    - `rtol`, `atol`: the stopping tolerances. `None` (the default) means
+        `max(1e-8, 100 eps)` for the machine epsilon `eps` of `x`'s dtype: `1e-8` in
+        float64, about `1.2e-5` in float32.
     - `max_steps`: the maximum number of sweeps; reaching it is reported as a failure.
-    - `initial_lipschitz`: the first estimate of every block's `L_j`.
+    - `initial_lipschitz`: the first estimate of every block's `L_j` (`> 0`).
     """
 
-    rtol: float = 1e-8
-    atol: float = 1e-8
+    rtol: float | None = None
+    atol: float | None = None
     max_steps: int = eqx.field(default=1000, static=True)
     initial_lipschitz: float = 1e-3
+
+    def __check_init__(self):
+        check_stepsize(self, self.initial_lipschitz, "initial_lipschitz")
 
     def solve(
         self,
@@ -55,14 +66,14 @@ class BlockCoordinateDescent(AbstractSolver):
     ) -> Solution:
         x_init = jnp.asarray(require_x0(x0, self))
         if isinstance(condition, BlockProximalGradientFixedPoint):
-            prox = resolve(condition.prox, AbstractProx, theta)
+            prox = condition.block_prox(theta)
 
             def block_prox(x, j, z_j, step):
                 del x, j
                 return prox(z_j, step)
 
         elif isinstance(condition, ProximalGradientFixedPoint) and x_init.ndim == 1:
-            prox = resolve(condition.prox, AbstractProx, theta)
+            _, prox = condition.composite(theta)
 
             def block_prox(x, j, z_j, step):
                 # The whole (separable) prox, read at coordinate j: valid for
@@ -78,34 +89,51 @@ class BlockCoordinateDescent(AbstractSolver):
         f = lambda x: condition.objective(x, theta)
         value_and_grad = jax.value_and_grad(f)
         dtype = x_init.dtype
+        rtol, atol = tolerance(self.rtol, dtype), tolerance(self.atol, dtype)
         kind = "bounded" if differentiable else "lax"
-        slack = 10 * jnp.finfo(dtype).eps
+        eps = jnp.finfo(dtype).eps
 
         def update_block(j, carry):
             x, lipschitz = carry
             f_x, g = value_and_grad(x)
             x_j, g_j = x[j], g[j]
+            scale = jnp.max(jnp.abs(x_j))
 
             def attempt(l_j):
                 new_j = block_prox(x, j, x_j - g_j / l_j, 1 / l_j)
                 diff = new_j - x_j
-                bound = f_x + jnp.sum(g_j * diff) + 0.5 * l_j * jnp.sum(diff**2)
-                ok = f(x.at[j].set(new_j)) <= bound + slack * jnp.abs(f_x)
-                return new_j, ok
+                squared = jnp.sum(diff**2)
+                bound = f_x + jnp.sum(g_j * diff) + 0.5 * l_j * squared
+                moved = x.at[j].set(new_j)
+                ok = f(moved) <= bound
+                # A change at the rounding level says nothing about `L_j`.
+                tiny = jnp.max(jnp.abs(diff)) <= 10 * eps * scale
+                ok = ok | tiny
+                # Not finite: stop searching, the loop reports it.
+                ok = ok | jnp.logical_not(jnp.isfinite(f_x))
+
+                def curvature_ok():
+                    change = jnp.sum((jax.grad(f)(moved)[j] - g_j) * diff)
+                    return change <= 0.5 * l_j * squared
+
+                ok = jax.lax.cond(ok, lambda: jnp.array(True), curvature_ok)
+                return new_j, ok, tiny
 
             def cond(c):
-                return jnp.logical_not(c[2])
+                return jnp.logical_and(jnp.logical_not(c[2]), c[3] < _TRIES)
 
             def body(c):
-                _, l_j, _ = c
-                new_j, ok = attempt(2 * l_j)
-                return new_j, 2 * l_j, ok
+                _, l_j, _, tries = c
+                new_j, ok, _ = attempt(2 * l_j)
+                return new_j, 2 * l_j, ok, tries + 1
 
-            l_j = lipschitz[j]
-            new_j, ok = attempt(l_j)
-            new_j, l_j, _ = eqxi.while_loop(
-                cond, body, (new_j, l_j, ok), max_steps=60, kind=kind
+            l_j = _SHRINK * lipschitz[j]
+            new_j, ok, tiny = attempt(l_j)
+            new_j, l_j, _, _ = eqxi.while_loop(
+                cond, body, (new_j, l_j, ok, jnp.array(0)), max_steps=_TRIES, kind=kind
             )
+            # A change at the rounding level does not lower the estimate.
+            l_j = jnp.where(tiny, jnp.maximum(l_j, lipschitz[j]), l_j)
             return x.at[j].set(new_j), lipschitz.at[j].set(l_j)
 
         def sweep(state):
@@ -113,7 +141,7 @@ class BlockCoordinateDescent(AbstractSolver):
             x_new, lipschitz = jax.lax.fori_loop(
                 0, x.shape[0], update_block, (x, lipschitz)
             )
-            return (x_new, lipschitz), converged(x_new, x, self.rtol, self.atol)
+            return (x_new, lipschitz), converged(x_new, x, rtol, atol)
 
         lipschitz0 = jnp.full(x_init.shape[:1], self.initial_lipschitz, dtype)
         (x, lipschitz), num_steps, result = iterate(

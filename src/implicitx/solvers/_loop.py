@@ -6,8 +6,26 @@ from typing import Any
 import equinox.internal as eqxi
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 
+from .._misc import tree_all_finite
 from .._results import RESULTS
+
+
+def tolerance(tol: float | None, dtype) -> float:
+    """`tol`, or the dtype-dependent default `max(1e-8, 100 eps)` when it is `None`."""
+    if tol is not None:
+        return tol
+    return max(1e-8, 100 * float(np.finfo(dtype).eps))
+
+
+def float_dtype(tree) -> Any:
+    """The dtype of the first inexact leaf of `tree` (float64 or float32)."""
+    for leaf in jtu.tree_leaves(tree):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.inexact):
+            return dtype
+    return jnp.result_type(float)
 
 
 def max_abs(tree) -> jnp.ndarray:
@@ -28,7 +46,9 @@ def iterate(
     max_steps: int,
     differentiable: bool,
 ) -> tuple[Any, jnp.ndarray, RESULTS]:
-    """Runs `state, done = step(state)` until `done` or `max_steps` steps.
+    """Runs `state, done = step(state)` until `done`, until the state (iterate,
+    objective, gradient, step size: every inexact leaf) is non-finite, or for
+    `max_steps` steps.
 
     The loop is a plain `lax.while_loop` when not differentiated, and a bounded loop
     (forward- and reverse-mode differentiable, with nested checkpointing to bound
@@ -36,25 +56,41 @@ def iterate(
 
     **Returns:**
 
-    The final state, the number of steps taken, and `successful` or
+    The final state, the number of steps taken, and `successful`,
+    `nonfinite_iterate` (the loop stopped at the first non-finite state) or
     `nonlinear_max_steps_reached`.
     """
 
     def cond(carry):
-        _, num_steps, done = carry
-        return jnp.logical_and(jnp.logical_not(done), num_steps < max_steps)
+        _, num_steps, done, finite = carry
+        going = jnp.logical_and(jnp.logical_not(done), finite)
+        return jnp.logical_and(going, num_steps < max_steps)
 
     def body(carry):
-        state, num_steps, _ = carry
+        state, num_steps, _, _ = carry
         state, done = step(state)
-        return state, num_steps + 1, done
+        return state, num_steps + 1, done, _all_finite(state)
 
-    init = (state, jnp.array(0), jnp.array(False))
+    init = (state, jnp.array(0), jnp.array(False), _all_finite(state))
     kind = "bounded" if differentiable else "lax"
-    state, num_steps, done = eqxi.while_loop(
+    state, num_steps, done, finite = eqxi.while_loop(
         cond, body, init, max_steps=max_steps, kind=kind
     )
-    return state, num_steps, converged_result(done)
+    result = RESULTS.where(
+        finite,
+        converged_result(done),
+        RESULTS.nonfinite_iterate,  # pyright: ignore[reportArgumentType]
+    )
+    return state, num_steps, result
+
+
+def _all_finite(state) -> jnp.ndarray:
+    leaves = [
+        leaf
+        for leaf in jtu.tree_leaves(state)
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    return tree_all_finite(leaves)
 
 
 def converged_result(converged: jnp.ndarray) -> RESULTS:

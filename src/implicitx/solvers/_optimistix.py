@@ -8,7 +8,8 @@ from .._conditions import (
     AbstractObjectiveCondition,
     LeastSquaresStationarity,
 )
-from .._results import as_results
+from .._misc import tree_all_finite
+from .._results import as_results, RESULTS
 from .._solution import Solution
 from ._base import AbstractSolver, require_x0
 
@@ -22,7 +23,9 @@ def _adjoint(differentiable: bool) -> optx.AbstractAdjoint:
 
 def _run(entry, fn, wrapper, theta, x0, differentiable) -> Solution:
     """Runs an optimistix entry point (`optx.minimise`, `optx.root_find`, ...) with
-    failures reported in the result code, never raised."""
+    failures reported in the result code, never raised. A final iterate, or a value of
+    `fn` at it, that is not finite is reported as `nonfinite_iterate` (optimistix
+    would say that the maximum number of steps was reached)."""
     sol = entry(
         fn,
         wrapper.solver,
@@ -32,16 +35,17 @@ def _run(entry, fn, wrapper, theta, x0, differentiable) -> Solution:
         adjoint=_adjoint(differentiable),
         throw=False,
     )
-    return _to_solution(sol)
+    finite = tree_all_finite(sol.value) & tree_all_finite(fn(sol.value, theta))
+    return _to_solution(sol, finite)
 
 
-def _to_solution(sol: optx.Solution) -> Solution:
-    return Solution(
-        value=sol.value,
-        result=as_results(sol.result),
-        aux=None,
-        stats=dict(sol.stats),
+def _to_solution(sol: optx.Solution, finite) -> Solution:
+    result = RESULTS.where(
+        finite,
+        as_results(sol.result),
+        RESULTS.nonfinite_iterate,  # pyright: ignore[reportArgumentType]
     )
+    return Solution(value=sol.value, result=result, aux=None, stats=dict(sol.stats))
 
 
 def _require(condition, kind, what: str, solver):
