@@ -225,7 +225,10 @@ def _krylov_nonsingular(operator, solver):
     probe = probe_vector(operator.in_structure())
     sol = lx.linear_solve(operator, operator.mv(probe), loose, throw=False)
     error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
-    return error <= threshold * max_abs(probe)
+    # Only a probe solve that converged is evidence (in float32, CG may break down
+    # on it by rounding); the answer itself is still verified by its residual.
+    converged = sol.result == lx.RESULTS.successful
+    return jnp.logical_not(converged) | (error <= threshold * max_abs(probe))
 
 
 def _with_tolerance(solver, tol: float):
