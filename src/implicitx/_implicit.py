@@ -176,10 +176,7 @@ def _not_negligible(operator, residual_of_inputs, diff, backward) -> jax.Array:
     a_p = max_abs(operator.mv(probe))
     ones = jtu.tree_map(jnp.ones_like, diff)
     _, b_q = jax.jvp(residual_of_inputs, (diff,), (ones,))
-    dtype = jnp.result_type(*jtu.tree_leaves(operator.in_structure()))
-    max_condition = backward.max_condition
-    if max_condition is None:
-        max_condition = default_max_condition(dtype)
+    max_condition = backward.condition_limit(operator)
     return jnp.logical_not(a_p * max_condition < max_abs(b_q))
 
 
@@ -199,14 +196,18 @@ class BackwardSolve(eqx.Module):
         of one."""
         return accepted(result, self.inexact)
 
+    def condition_limit(self, operator) -> float:
+        """`max_condition`, or its default for the dtype of `A`."""
+        if self.max_condition is not None:
+            return self.max_condition
+        dtype = jnp.result_type(*jtu.tree_leaves(operator.in_structure()))
+        return default_max_condition(dtype)
+
     def __call__(self, operator, vector, nonsingular=True):
         solver = self.solver
         if solver is None:
             solver = default_solver(operator, self.dense_max_size)
-        max_condition = self.max_condition
-        if max_condition is None:
-            dtype = jnp.result_type(*jtu.tree_leaves(operator.in_structure()))
-            max_condition = default_max_condition(dtype)
+        max_condition = self.condition_limit(operator)
         return solve_adjoint_system(
             operator,
             vector,

@@ -199,14 +199,13 @@ def _dense_products(operator):
     return mv, transpose_mv
 
 
-def _condition_ok(operator, solver, state, max_condition):
+def _condition_ok(operator, solver, state, norm, max_condition):
     """Lower bound on the condition number, ||A|| ||A^{-1} w|| / ||w||, from one extra
     solve against a fixed probe vector (reusing the factorisation). A numerically
     singular `A` makes it ~ 1/eps however consistent the right-hand side happens to
     be."""
     probe = probe_vector(operator.in_structure())
     probe_sol = lx.linear_solve(operator, probe, solver, state=state, throw=False)
-    norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))
     estimate = norm * max_abs(probe_sol.value) / max_abs(probe)
     return estimate <= max_condition  # NaN counts as singular
 
@@ -251,9 +250,9 @@ def _solve_one(system: _System, vector, solver, checked, max_condition, ok_extra
     result = _promote(sol.result)
     ok = ok_extra
     if checked and isinstance(solver, _CHECKED):
-        ok = ok & _condition_ok(operator, solver, state, max_condition)
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
-        norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))
+        norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))  # ||A||_inf
+        ok = ok & _condition_ok(operator, solver, state, norm, max_condition)
         # A backward-stable direct solve leaves ~ n eps ||A|| ||t||; a solver fed a
         # structure that `A` does not have leaves an O(1) relative residual.
         slack = float(jnp.finfo(dtype).eps) ** 0.5
