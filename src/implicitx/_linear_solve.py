@@ -10,7 +10,6 @@ that the failure policy also holds for the transposed solve of reverse mode.
 """
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -156,10 +155,13 @@ class _System(eqx.Module):
         the solver may rely on: Cholesky and CG assume symmetry and definiteness).
     - `check_mv`: the product with the same matrix computed without trusting the tags,
         used to verify every answer.
+    - `true`: whether `operator` is that matrix (False where a symmetric tag made
+        lineax reuse `A` for `A^T`).
     """
 
     operator: lx.AbstractLinearOperator
     check_mv: Callable[[Any], Any]
+    true: bool = eqx.field(static=True, default=True)
 
 
 def _systems(operator, solver, checked):
@@ -175,10 +177,10 @@ def _systems(operator, solver, checked):
         check_mv, check_transpose_mv = plain.mv, plain.transpose().mv
     if lx.is_symmetric(operator):
         # The tag says `A^T = A`: lineax then reuses `A`; the check does not.
-        transposed = matrix
+        transposed = _System(matrix, check_transpose_mv, true=False)
     else:
-        transposed = matrix.transpose()
-    return _System(matrix, check_mv), _System(transposed, check_transpose_mv)
+        transposed = _System(matrix.transpose(), check_transpose_mv)
+    return _System(matrix, check_mv), transposed
 
 
 def _dense_products(operator):
@@ -210,45 +212,93 @@ def _condition_ok(operator, solver, state, norm, max_condition):
     return estimate <= max_condition  # NaN counts as singular
 
 
-def _krylov_nonsingular(operator, solver):
-    """Whether a Krylov method sees `A` as nonsingular: it must recover a fixed probe
-    `p` from `A p`. On a singular `A`, a consistent right-hand side is solved by
+def _probe_unique(solver, probe, probe_sol, probe_converged) -> jax.Array:
+    """Whether a Krylov method sees `A` as nonsingular: it must recover the fixed
+    probe `p` from `A p`. On a singular `A`, a consistent right-hand side is solved by
     *some* solution (GMRES and CG give the one of least norm), with a small residual:
     only the lost null-space part of `p` reveals that the solution is not unique.
-
-    `A` and `A^T` are singular together, so one probe serves both directions; it is
-    computed once per point (not per tangent), to the accuracy the test needs.
-    """
+    Only a probe solve that converged is evidence (in float32, CG may break down on it
+    by rounding); the answer itself is still verified by its residual."""
     threshold = float(solver.rtol) ** 0.5
-    loose = _with_tolerance(solver, 0.01 * threshold)
-    probe = probe_vector(operator.in_structure())
-    sol = lx.linear_solve(operator, operator.mv(probe), loose, throw=False)
-    error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
-    # Only a probe solve that converged is evidence (in float32, CG may break down
-    # on it by rounding); the answer itself is still verified by its residual.
-    converged = sol.result == lx.RESULTS.successful
-    return jnp.logical_not(converged) | (error <= threshold * max_abs(probe))
+    error = max_abs(jax.tree_util.tree_map(jnp.subtract, probe_sol, probe))
+    return jnp.logical_not(probe_converged) | (error <= threshold * max_abs(probe))
 
 
-def _with_tolerance(solver, tol: float):
-    """`solver` with `rtol = atol = tol`, if that is looser than its own."""
-    if tol <= solver.rtol:
-        return solver
-    try:
-        return dataclasses.replace(solver, rtol=tol, atol=max(tol, solver.atol))
-    except (TypeError, ValueError):
-        return solver
+def _krylov_solve_probed(operator, vector, solver):
+    """`lx.linear_solve(operator, vector, solver)` and, from the same Krylov run, the
+    verdict of `_probe_unique`: the probe's right-hand side `A p` is one more column
+    of a batched solve, so each step makes one batched product with `A`. Under `vmap`
+    over `vector` alone (`jacfwd`, `jacrev`) the batch is the tangents plus one probe
+    column: the probe runs once per point, not once per tangent.
+
+    Returns `(value, lineax result, unique)`.
+    """
+    dynamic, static = eqx.partition((operator, solver), eqx.is_array)
+
+    def with_probe(dynamic, columns):
+        """Solves a batch of columns (leading axis) and the probe."""
+        op, lin_solver = eqx.combine(dynamic, static)
+        # Made here: an array made outside would be a tracer of another trace.
+        probe = probe_vector(op.in_structure())
+        rhs = jax.tree_util.tree_map(
+            lambda c, q: jnp.concatenate([c, q[None]]), columns, op.mv(probe)
+        )
+
+        def solve(v):
+            sol = lx.linear_solve(op, v, lin_solver, throw=False)
+            return sol.value, sol.result._value
+
+        value, codes = jax.vmap(solve)(rhs)
+        values = jax.tree_util.tree_map(lambda v: v[:-1], value)
+        probe_sol = jax.tree_util.tree_map(lambda v: v[-1], value)
+        successful = lx.RESULTS.successful._value
+        unique = _probe_unique(solver, probe, probe_sol, codes[-1] == successful)
+        return values, codes[:-1], unique
+
+    def one(dynamic, vector):
+        columns = jax.tree_util.tree_map(lambda v: v[None], vector)
+        values, codes, unique = with_probe(dynamic, columns)
+        return jax.tree_util.tree_map(lambda v: v[0], values), codes[0], unique
+
+    fused = jax.custom_batching.custom_vmap(one)
+
+    @fused.def_vmap
+    def _batched(axis_size, in_batched, dynamic, vector):
+        dynamic_batched, vector_batched = in_batched
+        if any(jax.tree_util.tree_leaves(dynamic_batched)):
+            # A batch of problems: each its own probe.
+            axes = jax.tree_util.tree_map(lambda b: 0 if b else None, in_batched)
+            out = jax.vmap(one, in_axes=axes, axis_size=axis_size)(dynamic, vector)
+            return out, (True, True, True)
+        # One problem, a batch of right-hand sides: one probe column more.
+        vector = jax.tree_util.tree_map(
+            lambda v, b: v if b else jnp.broadcast_to(v, (axis_size, *v.shape)),
+            vector,
+            vector_batched,
+        )
+        return with_probe(dynamic, vector), (True, True, False)
+
+    value, code, unique = fused(dynamic, vector)
+    result = type(lx.RESULTS.successful)(code, lx.RESULTS)  # the code, as an item
+    return value, result, unique
 
 
-def _solve_one(system: _System, vector, solver, checked, max_condition, ok_extra):
+def _solve_one(
+    system: _System, vector, solver, checked, max_condition, ok_extra, probe: bool
+):
     """Solves `A t = vector` with lineax, checks conditioning (direct solvers) or
-    uniqueness (iterative ones), verifies the answer by its true residual, and
-    returns `(t, result)`."""
+    uniqueness (iterative ones, unless inexact), verifies the answer by its true
+    residual, and returns `(t, result)`."""
     operator = system.operator
-    state = solver.init(operator, {})
-    sol = lx.linear_solve(operator, vector, solver, state=state, throw=False)
-    result = _promote(sol.result)
     ok = ok_extra
+    if probe:
+        value, lx_result, unique = _krylov_solve_probed(operator, vector, solver)
+        ok = ok & unique
+    else:
+        state = solver.init(operator, {})
+        sol = lx.linear_solve(operator, vector, solver, state=state, throw=False)
+        value, lx_result = sol.value, sol.result
+    result = _promote(lx_result)
     if checked and isinstance(solver, _CHECKED):
         dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
         norm = jnp.max(jnp.sum(jnp.abs(operator.as_matrix()), axis=1))  # ||A||_inf
@@ -276,8 +326,17 @@ def _solve_one(system: _System, vector, solver, checked, max_condition, ok_extra
         result,
     )
     if not checked:  # a pseudo-inverse (least-squares) answer asked for explicitly
-        return sol.value, result
-    verified = _residual_ok(system.check_mv, vector, sol.value, tolerance)
+        return value, result
+    if system.true and type(solver) is lx.GMRES:
+        # GMRES stops on the true residual `b - A y` of the operator it was given
+        # (no preconditioner here): once it reports success, that is the check.
+        verified = lax.cond(
+            result == RESULTS.successful,
+            lambda: jnp.asarray(True),
+            lambda: _residual_ok(system.check_mv, vector, value, tolerance),
+        )
+    else:
+        verified = _residual_ok(system.check_mv, vector, value, tolerance)
     # A converged-looking answer that does not solve the system: a Krylov method
     # that stalled, or a solver relying on a structure (tags) that `A` lacks.
     result = RESULTS.where(
@@ -289,7 +348,7 @@ def _solve_one(system: _System, vector, solver, checked, max_condition, ok_extra
             result,
         ),
     )
-    return sol.value, result
+    return value, result
 
 
 def _is_accepted(result) -> jax.Array:
@@ -333,9 +392,8 @@ def solve_adjoint_system(
         nonsingular = True
     forward, transposed = _systems(operator, solver, checked)
     ok_extra = jnp.asarray(nonsingular)
-    if checked and _is_iterative(solver) and not inexact:
-        # (An inexact solve on a budget would not recover the probe either.)
-        ok_extra = ok_extra & _krylov_nonsingular(forward.operator, solver)
+    # (An inexact solve on a budget would not recover the probe either.)
+    probe = checked and _is_iterative(solver) and not inexact
 
     def _finish(value, result):
         if inexact and _is_iterative(solver):
@@ -349,12 +407,12 @@ def solve_adjoint_system(
 
     def solve(_matvec, b):
         return _finish(
-            *_solve_one(forward, b, solver, checked, max_condition, ok_extra)
+            *_solve_one(forward, b, solver, checked, max_condition, ok_extra, probe)
         )
 
     def transpose_solve(_vecmat, b):
         return _finish(
-            *_solve_one(transposed, b, solver, checked, max_condition, ok_extra)
+            *_solve_one(transposed, b, solver, checked, max_condition, ok_extra, probe)
         )
 
     return lax.custom_linear_solve(
