@@ -50,10 +50,18 @@ def _check(projection, y):
     return x, projection.violation(x), projection(x), projection.violation(y)
 
 
+def _as_arrays(projection):
+    """The projection with its Python-float hyperparameters as arrays: derivatives
+    reach them too, and every Hypothesis example reuses one compilation."""
+    to_array = lambda leaf: jnp.asarray(leaf) if isinstance(leaf, float) else leaf
+    return jtu.tree_map(to_array, projection)
+
+
 def _draw_instance(data, case, lo=-4.0, hi=4.0):
     n = data.draw(SIZES)
     source = HypothesisSource(data.draw)
-    projection = case.make(source, n)
+    # Python floats as arrays: one compilation per case, not per example.
+    projection = _as_arrays(case.make(source, n))
     y = source.array((n,), lo, hi)
     return projection, y
 
@@ -197,6 +205,7 @@ def _flat_function(projection, y):
 
 
 @eqx.filter_jit
+@eqx.filter_jit
 def _jacobians(projection, y, eps=1e-6):
     f, v = _flat_function(projection, y)
     basis = jnp.eye(v.shape[0], dtype=v.dtype)
@@ -213,7 +222,8 @@ def test_jacobians_against_finite_differences(case, seed):
     projection = case.make(source, n)
     y = source.array((n,), -3.0, 3.0)
     assume(kink_margin(projection, y) > 1e-3)
-    forward, reverse, finite_differences = _jacobians(projection, jnp.asarray(y))
+    jacobians = _jacobians(_as_arrays(projection), jnp.asarray(y))
+    forward, reverse, finite_differences = jacobians
     np.testing.assert_allclose(forward, finite_differences, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(reverse, finite_differences, rtol=1e-6, atol=1e-7)
 
@@ -295,7 +305,9 @@ def test_box_section_with_infinite_bounds():
         (-200.0, rng.standard_normal(n)),  # above all of them.
     ]
     for where, (b, y) in enumerate(instances):
-        projection = P.BoxSection(jnp.asarray(lower), jnp.asarray(upper), a, b)
+        projection = _as_arrays(
+            P.BoxSection(jnp.asarray(lower), jnp.asarray(upper), a, b)
+        )
         kinks = np.concatenate([(y - lower) / a, (y - upper) / a])
         kinks = kinks[np.isfinite(kinks)]
         tau = np_box_section_multiplier(y, lower, upper, a, b)

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import PyTree
 
-from ._implicit import accepted, BackwardSolve, frozen, implicit_solve
-from ._linear_solve import check_solver
-from ._misc import nan_tangent_unless
+from ._failure import accepted, guard_tangent
+from ._implicit import frozen, implicit_solve
+from ._linear_solve import BackwardSolve, check_solver
 from ._results import RESULTS
 from ._solution import checked, Solution
 
@@ -223,9 +223,5 @@ class OneStepAdjoint(AbstractAdjoint):
         value = jax.tree_util.tree_map(
             lambda xi, ri: xi + (ri - jax.lax.stop_gradient(ri)), x, r
         )
-        ok = sol.result == RESULTS.successful
-        if throw:
-            value = sol.result.error_if(value, jnp.logical_not(ok))
-        else:
-            value = jax.tree_util.tree_map(lambda v: nan_tangent_unless(ok, v), value)
+        value = guard_tangent(value, sol.result, throw)
         return Solution(value=value, result=sol.result, aux=sol.aux, stats=sol.stats)

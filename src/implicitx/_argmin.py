@@ -8,6 +8,7 @@ from jaxtyping import ArrayLike, PyTree
 
 from ._adjoint import AbstractAdjoint, ImplicitAdjoint
 from ._conditions import AbstractCondition
+from ._failure import apply_policy
 from ._misc import inexact_leaves_asarray, structure_string
 from ._solution import Solution
 from .solvers import AbstractSolver
@@ -136,7 +137,7 @@ class ImplicitArgmin(eqx.Module):
         value = sol.value
         if self.throw:
             ok = self.adjoint.accepts(sol.result)
-            value = sol.result.error_if(value, jax.numpy.logical_not(ok))
+            value = apply_policy(value, sol.result, throw=True, ok=ok)
         msg = (
             "`Solution.aux` and `Solution.stats` are not differentiable: they are "
             "outputs of the forward solver, which implicitx never differentiates."

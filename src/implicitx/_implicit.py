@@ -20,18 +20,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import lineax as lx
 
-from ._linear_solve import (
-    default_max_condition,
-    default_solver,
-    max_abs,
-    probe_vector,
-    solve_adjoint_system,
-)
-from ._misc import inexact_leaves_asarray, tree_scale
+from ._checks import not_negligible, root_result
+from ._failure import apply_policy
+from ._misc import inexact_leaves_asarray
 from ._operators import a_operator
-from ._results import RESULTS
 from ._solution import checked, Solution
 
 
@@ -67,26 +60,6 @@ def frozen(solve, x0):
     solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
     solve = eqx.combine(jax.lax.stop_gradient(solve_dynamic), solve_static)
     return solve, jtu.tree_map(jax.lax.stop_gradient, x0)
-
-
-def _structure(tree):
-    return jtu.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree)
-
-
-def root_result(residual, x, theta, result: RESULTS, root_tol: float) -> RESULTS:
-    """Reports `nonroot` unless `max|F(x, theta)| <= root_tol * max|A u|`.
-
-    `u` is a fixed pseudo-random direction with entries of size `1 + max|x|`, so that
-    `max|A u|` is the size of the change of `F` over a step as large as `x`: the check
-    is invariant to the scaling of `F`, and says that the distance to the root is at
-    most about `root_tol` relative to `x` (Newton's step, `A^{-1} F`). One product
-    with `A`, on top of the evaluation of `F`.
-    """
-    scale = 1 + max_abs(x)
-    u = jtu.tree_map(lambda p: p * scale.astype(p.dtype), probe_vector(_structure(x)))
-    r, a_u = jax.jvp(lambda _x: residual(_x, theta), (x,), (u,))
-    bad = max_abs(r) > root_tol * max_abs(a_u)  # NaN is reported elsewhere
-    return RESULTS.where((result == RESULTS.successful) & bad, RESULTS.nonroot, result)
 
 
 @eqx.filter_custom_jvp
@@ -131,7 +104,7 @@ def _implicit_jvp(primals, tangents, *, tags, backward, root_tol):
         # Tie the failure check of the forward solve to the primal point at which the
         # derivative is computed: a derivative-only program (e.g. `jax.grad`) does not
         # use `value` itself, so a check on `value` alone would be dropped.
-        at = result.error_if(value, jnp.logical_not(ok))
+        at = apply_policy(value, result, throw=True, ok=ok)
 
     def _residual_at_solution(_diff):
         _residual, _theta = eqx.combine(_diff, nondiff)
@@ -140,12 +113,12 @@ def _implicit_jvp(primals, tangents, *, tags, backward, root_tol):
     # B u, with B = dF/d(inputs) at the solution.
     _, b_u = jax.jvp(_residual_at_solution, (diff,), (t_inputs,))
     operator = a_operator(residual, at, theta, tags)
-    nonsingular = _not_negligible(operator, _residual_at_solution, diff, backward)
+    nonsingular = not_negligible(operator, _residual_at_solution, diff, backward)
     t_value = backward(operator, b_u, nonsingular=nonsingular)
     if not backward.throw:
         # A derivative at an unconverged or non-finite "solution" is not a derivative
         # of x*(theta): it is NaN. (With throw=True the primal raises instead.)
-        t_value = tree_scale(t_value, jnp.where(ok, 1.0, jnp.nan))
+        t_value = apply_policy(t_value, result, throw=False, ok=ok)
     # `aux` and `stats` are not differentiated. Their tangents are NaN (forward mode
     # through them is not a silent zero) and linked to the input tangents, so that
     # reverse mode through them reaches the `nondifferentiable_backward` guard applied
@@ -161,69 +134,3 @@ def _implicit_jvp(primals, tangents, *, tags, backward, root_tol):
     )
     t_result = jtu.tree_map(lambda _: None, result)
     return out, (t_value, t_result, t_aux, t_stats)
-
-
-def _not_negligible(operator, residual_of_inputs, diff, backward) -> jax.Array:
-    """Whether `A` is not negligible next to `B`: `max|A p| * max_condition` must be
-    at least `max|B q|`, with `p` a fixed direction of unit size and `q` a unit change
-    of every differentiable input.
-
-    A condition estimate is scale-free, so it passes an `A` that is uniformly tiny
-    (e.g. a zero Hessian at the solution), whose inverse then gives derivatives of
-    ~1/eps. Relative to `B`, such an `A` is zero.
-    """
-    probe = probe_vector(operator.in_structure())
-    a_p = max_abs(operator.mv(probe))
-    ones = jtu.tree_map(jnp.ones_like, diff)
-    _, b_q = jax.jvp(residual_of_inputs, (diff,), (ones,))
-    max_condition = backward.condition_limit(operator)
-    return jnp.logical_not(a_p * max_condition < max_abs(b_q))
-
-
-class BackwardSolve(eqx.Module):
-    """The backward linear solve `(A, b) -> t` used by the rule, and which forward
-    results it accepts."""
-
-    solver: lx.AbstractLinearSolver | None
-    throw: bool = eqx.field(static=True)
-    dense_max_size: int | None = eqx.field(static=True)
-    max_condition: float | None = eqx.field(static=True)
-    inexact: bool = eqx.field(default=False, static=True)
-
-    def accepts(self, result: RESULTS) -> jax.Array:
-        """Whether a derivative is returned at a forward result: at a solution, or,
-        with `inexact=True`, also at the last iterate of a solver that stopped short
-        of one."""
-        return accepted(result, self.inexact)
-
-    def condition_limit(self, operator) -> float:
-        """`max_condition`, or its default for the dtype of `A`."""
-        if self.max_condition is not None:
-            return self.max_condition
-        dtype = jnp.result_type(*jtu.tree_leaves(operator.in_structure()))
-        return default_max_condition(dtype)
-
-    def __call__(self, operator, vector, nonsingular=True):
-        solver = self.solver
-        if solver is None:
-            solver = default_solver(operator, self.dense_max_size)
-        max_condition = self.condition_limit(operator)
-        return solve_adjoint_system(
-            operator,
-            vector,
-            solver,
-            throw=self.throw,
-            max_condition=max_condition,
-            nonsingular=nonsingular,
-            inexact=self.inexact,
-        )
-
-
-def accepted(result: RESULTS, inexact: bool) -> jax.Array:
-    """`successful`, or with `inexact=True` a solver that ran out of steps or stopped
-    away from the root (its last iterate is then differentiated, approximately)."""
-    ok = result == RESULTS.successful
-    if inexact:
-        ok = ok | (result == RESULTS.nonlinear_max_steps_reached)
-        ok = ok | (result == RESULTS.nonroot)
-    return ok

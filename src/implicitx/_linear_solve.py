@@ -22,7 +22,8 @@ import lineax as lx
 import numpy as np
 
 from ._batch_safe_lu import BatchSafeLU
-from ._misc import tree_all_finite, tree_scale
+from ._failure import accepted, apply_policy
+from ._misc import tree_all_finite
 from ._results import as_results, RESULTS
 from ._tags import active_set_tag
 
@@ -279,7 +280,8 @@ def _krylov_solve_probed(operator, vector, solver):
         return with_probe(dynamic, vector), (True, True, False)
 
     value, code, unique = fused(dynamic, vector)
-    result = type(lx.RESULTS.successful)(code, lx.RESULTS)  # the code, as an item
+    # The code, as a lineax result.
+    result = eqx.tree_at(lambda r: r._value, lx.RESULTS.successful, code)
     return value, result, unique
 
 
@@ -291,6 +293,7 @@ def _solve_one(
     residual, and returns `(t, result)`."""
     operator = system.operator
     ok = ok_extra
+    state = None
     if probe:
         value, lx_result, unique = _krylov_solve_probed(operator, vector, solver)
         ok = ok & unique
@@ -403,7 +406,7 @@ def solve_adjoint_system(
                 RESULTS.successful,  # pyright: ignore[reportArgumentType]
                 result,
             )
-        return apply_failure_policy(value, result, throw)
+        return apply_policy(value, result, throw)
 
     def solve(_matvec, b):
         return _finish(
@@ -420,16 +423,45 @@ def solve_adjoint_system(
     )
 
 
-def apply_failure_policy(value, result, throw: bool):
-    """The one failure policy: `throw=True` raises `result`'s message from the
-    compiled program unless it is `successful`; `throw=False` makes `value` NaN
-    instead."""
-    ok = result == RESULTS.successful
-    if throw:
-        return result.error_if(value, jnp.logical_not(ok))
-    return tree_scale(value, jnp.where(ok, 1.0, jnp.nan))
-
-
 def default_max_condition(dtype) -> float:
     """Condition numbers above `0.01 / eps` make a derivative lose all but ~2 digits."""
     return 0.01 / float(jnp.finfo(dtype).eps)
+
+
+class BackwardSolve(eqx.Module):
+    """The backward linear solve `(A, b) -> t` used by the rule, and which forward
+    results it accepts."""
+
+    solver: lx.AbstractLinearSolver | None
+    throw: bool = eqx.field(static=True)
+    dense_max_size: int | None = eqx.field(static=True)
+    max_condition: float | None = eqx.field(static=True)
+    inexact: bool = eqx.field(default=False, static=True)
+
+    def accepts(self, result: RESULTS) -> jax.Array:
+        """Whether a derivative is returned at a forward result: at a solution, or,
+        with `inexact=True`, also at the last iterate of a solver that stopped short
+        of one."""
+        return accepted(result, self.inexact)
+
+    def condition_limit(self, operator) -> float:
+        """`max_condition`, or its default for the dtype of `A`."""
+        if self.max_condition is not None:
+            return self.max_condition
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(operator.in_structure()))
+        return default_max_condition(dtype)
+
+    def __call__(self, operator, vector, nonsingular=True):
+        solver = self.solver
+        if solver is None:
+            solver = default_solver(operator, self.dense_max_size)
+        max_condition = self.condition_limit(operator)
+        return solve_adjoint_system(
+            operator,
+            vector,
+            solver,
+            throw=self.throw,
+            max_condition=max_condition,
+            nonsingular=nonsingular,
+            inexact=self.inexact,
+        )

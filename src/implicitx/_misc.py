@@ -1,4 +1,3 @@
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
@@ -25,10 +24,6 @@ def tree_all_finite(tree) -> jnp.ndarray:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def tree_scale(tree, scale):
-    return jtu.tree_map(lambda leaf: leaf * scale.astype(leaf.dtype), tree)
-
-
 def structure_string(tree) -> str:
     """A compact description of the shapes and dtypes of a PyTree, for errors."""
 
@@ -40,18 +35,3 @@ def structure_string(tree) -> str:
         return f"{dtype}{list(shape)}"
 
     return str(jtu.tree_map(_leaf, tree))
-
-
-@jax.custom_jvp
-def nan_tangent_unless(ok, x):
-    """Identity on `x`; its tangent is NaN where `ok` is False (a derivative that must
-    not be used, e.g. at a failed solve), unchanged otherwise."""
-    del ok
-    return x
-
-
-@nan_tangent_unless.defjvp
-def _nan_tangent_unless_jvp(primals, tangents):
-    ok, x = primals
-    _, t_x = tangents
-    return x, t_x * jnp.where(ok, 1, jnp.nan).astype(t_x.dtype)

@@ -2,10 +2,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
+from .._failure import nan_unless
 from ..projection._base import AbstractProjection
 from ..projection._utils import is_traced
 from ..prox._base import AbstractProx
@@ -56,12 +56,7 @@ def nan_unless_valid(tree: PyTree[Array], value: ArrayLike) -> PyTree[Array]:
     positive and finite (so that the derivatives of an invalid element are NaN too)."""
     if not isinstance(value, jax.Array):
         return tree  # checked at construction
-    ok = jnp.all(_positive_finite(value))
-
-    def poison(leaf):
-        return leaf * jnp.where(ok, 1, jnp.nan).astype(leaf.dtype)
-
-    return jtu.tree_map(poison, tree)
+    return nan_unless(tree, jnp.all(_positive_finite(value)))
 
 
 def _cast(value, like: Array) -> Array:
