@@ -14,6 +14,7 @@ from ._adjoint import (
 )
 from ._argmin import ImplicitArgmin as ImplicitArgmin
 from ._conditions import (
+    AbstractCompositeCondition as AbstractCompositeCondition,
     AbstractCondition as AbstractCondition,
     AbstractFixedPointCondition as AbstractFixedPointCondition,
     AbstractObjectiveCondition as AbstractObjectiveCondition,

@@ -1,5 +1,4 @@
 import abc
-from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -12,13 +11,23 @@ from ._implicit import frozen, implicit_solve
 from ._linear_solve import BackwardSolve, check_solver
 from ._results import RESULTS
 from ._solution import checked, Solution
+from ._while_loops import checkpointed_while_loop, lax_while_loop
 
 
 class AbstractAdjoint(eqx.Module):
     """How the derivatives of a solution are obtained."""
 
-    #: Whether JAX differentiates through the forward solver (unrolling).
-    differentiates_solver: ClassVar[bool] = False
+    def while_loop(self, cond_fun, body_fun, init_val, *, max_steps):
+        """The loop that the forward solver runs its iterations with (this adjoint
+        hands it over; the solver does not ask how it will be differentiated). By
+        default a plain `lax.while_loop`: the forward solve is not differentiated
+        through."""
+        return lax_while_loop(cond_fun, body_fun, init_val, max_steps=max_steps)
+
+    def check_solver(self, solver) -> None:
+        """Refuses, at trace time, a forward solver this adjoint cannot work with.
+        By default every solver is accepted."""
+        del solver
 
     @abc.abstractmethod
     def apply(
@@ -171,7 +180,20 @@ class UnrolledAdjoint(AbstractAdjoint):
     external (callback) solvers cannot be unrolled.
     """
 
-    differentiates_solver: ClassVar[bool] = True
+    def while_loop(self, cond_fun, body_fun, init_val, *, max_steps):
+        """A bounded loop with nested checkpointing, differentiable in forward and
+        reverse mode."""
+        return checkpointed_while_loop(
+            cond_fun, body_fun, init_val, max_steps=max_steps
+        )
+
+    def check_solver(self, solver) -> None:
+        if not getattr(solver, "can_unroll", True):
+            raise ValueError(
+                f"`{type(solver).__name__}` cannot be differentiated through "
+                "(unrolled): it does not run JAX operations that JAX can "
+                "differentiate. Use the default `ImplicitAdjoint()` with it."
+            )
 
     def apply(
         self,

@@ -105,10 +105,10 @@ class ImplicitArgmin(eqx.Module):
         condition, solver, adjoint = self.condition, self.solver, self.adjoint
         name = type(condition).__name__
 
+        adjoint.check_solver(solver)
+
         def _solve(_theta, _x0):
-            return solver.solve(
-                condition, _theta, _x0, differentiable=adjoint.differentiates_solver
-            )
+            return solver.solve(condition, _theta, _x0, while_loop=adjoint.while_loop)
 
         if x0 is not None:
             # The condition first, at the initial guess: a wrong residual then fails

@@ -1,4 +1,5 @@
 from ._base import (
+    AbstractCompositeCondition as AbstractCompositeCondition,
     AbstractCondition as AbstractCondition,
     AbstractFixedPointCondition as AbstractFixedPointCondition,
     AbstractObjectiveCondition as AbstractObjectiveCondition,

@@ -87,3 +87,35 @@ class AbstractActiveSetFixedPoint(AbstractFixedPointCondition):
     @property
     def tags(self) -> frozenset[object]:
         return _ACTIVE_SET
+
+
+class AbstractCompositeCondition(AbstractFixedPointCondition):
+    """The protocol between a composite problem `min_x f(x, theta) + g(x, theta)` and
+    the solvers that split it ([`implicitx.solvers.ProximalGradient`][],
+    [`implicitx.solvers.ProjectedGradient`][],
+    [`implicitx.solvers.BlockCoordinateDescent`][]): they ask the condition for its
+    smooth part and its prox, and never look at its type. Subclass it to make your own
+    composite condition work with them.
+
+    - `objective`: the smooth part `f(x, theta) -> scalar`.
+    - `prox_at(theta)`: the prox of `g` at `theta`, one callable
+        `(z, step) -> prox_{step g}(z)` (a projection ignores `step`; `g = 0` is the
+        identity).
+    - `block_prox_at(theta)`: for block coordinate descent, the prox of one block,
+        `(x, j, z_j, step) -> new x[j]` (with `z_j` the gradient step on block `j` of
+        `x`), or `None` when `g` does not separate over the blocks of `x`.
+
+    The condition's `stepsize` is the `eta` of its fixed-point map: it shapes `A` but
+    not `x*`. Solvers that split the problem choose their own steps and do not use it;
+    solvers that iterate the map (`FixedPointIteration`, `MirrorDescent`) do.
+    """
+
+    objective: AbstractVar[Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]]
+
+    @abc.abstractmethod
+    def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
+        """The map `(z, step) -> prox_{step g(., theta)}(z)`."""
+
+    @abc.abstractmethod
+    def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
+        """The map `(x, j, z_j, step) -> prox of block j`, or `None`."""

@@ -5,7 +5,7 @@ import jax
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
-from ._base import AbstractFixedPointCondition, AbstractObjectiveCondition
+from ._base import AbstractCompositeCondition, AbstractObjectiveCondition
 from ._proximal_gradient import (
     check_stepsize,
     nan_unless_valid,
@@ -14,9 +14,7 @@ from ._proximal_gradient import (
 from ._stationarity import objective_tags
 
 
-class GradientDescentFixedPoint(
-    AbstractFixedPointCondition, AbstractObjectiveCondition
-):
+class GradientDescentFixedPoint(AbstractCompositeCondition, AbstractObjectiveCondition):
     """The fixed point of a gradient step on a smooth objective `f`:
     `T(x, theta) = x - stepsize * grad_x f(x, theta)`.
 
@@ -46,12 +44,15 @@ class GradientDescentFixedPoint(
         step = stepsize_or_nan(self.stepsize)
         return jtu.tree_map(lambda xi, gi: xi - step.astype(xi.dtype) * gi, x, grad)
 
-    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
-        """The objective `x -> f(x, theta)` and the identity as the prox (`g = 0`),
-        for composite solvers (see [`implicitx.solvers.ProximalGradient`][])."""
+    def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
+        """The identity (`g = 0`)."""
+        del theta
         stepsize = self.stepsize
-        smooth = lambda x: self.objective(x, theta)
-        return smooth, lambda z, step: nan_unless_valid(z, stepsize)
+        return lambda z, step: nan_unless_valid(z, stepsize)
+
+    def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
+        """`None` (not offered for block coordinate descent)."""
+        del theta
 
     @property
     def tags(self) -> frozenset[object]:

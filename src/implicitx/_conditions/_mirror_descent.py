@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
-from ..mirror._base import AbstractMirrorMap
+from .._operator_base import AbstractMirrorMap
 from ._base import AbstractActiveSetFixedPoint
 from ._operators import resolve
 from ._proximal_gradient import check_stepsize, stepsize_or_nan

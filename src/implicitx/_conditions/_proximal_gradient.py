@@ -6,10 +6,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from .._failure import nan_unless
-from ..projection._base import AbstractProjection
-from ..projection._utils import is_traced
-from ..prox._base import AbstractProx
-from ._base import AbstractActiveSetFixedPoint
+from .._operator_base import AbstractProjection, AbstractProx, cast_to, is_traced
+from ._base import AbstractActiveSetFixedPoint, AbstractCompositeCondition
 from ._operators import resolve
 
 
@@ -59,16 +57,14 @@ def nan_unless_valid(tree: PyTree[Array], value: ArrayLike) -> PyTree[Array]:
     return nan_unless(tree, jnp.all(_positive_finite(value)))
 
 
-def _cast(value, like: Array) -> Array:
-    return jnp.asarray(value, dtype=like.dtype)
-
-
 # --------------------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------------------
 
 
-class ProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
+class ProximalGradientFixedPoint(
+    AbstractActiveSetFixedPoint, AbstractCompositeCondition
+):
     """The fixed point of a proximal-gradient step for a composite problem
     `x*(theta) = argmin_x f(x, theta) + g(x, theta)` with `f` smooth and `g` convex with
     a proximal operator:
@@ -101,18 +97,23 @@ class ProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        step = _cast(stepsize_or_nan(self.stepsize), x)
+        step = cast_to(stepsize_or_nan(self.stepsize), x)
         return prox(x - step * gradient, step)
 
-    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
-        """The smooth part `x -> f(x, theta)` and the map
-        `(z, step) -> prox_{step g}(z)`, for composite solvers (see
-        [`implicitx.solvers.ProximalGradient`][])."""
+    def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
         prox = resolve(self.prox, AbstractProx, theta)
-        return _smooth(self, theta), _checked(self, lambda z, step: prox(z, step))
+        return _checked(self, lambda z, step: prox(z, step))
+
+    def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
+        """Coordinates of a vector `x`, for a coordinate-separable `g` (L1, elastic
+        net, box, non-negativity, ...): the whole prox, read at coordinate `j`."""
+        prox = self.prox_at(theta)
+        return lambda x, j, z_j, step: prox(x.at[j].set(z_j), step)[j]
 
 
-class BlockProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
+class BlockProximalGradientFixedPoint(
+    AbstractActiveSetFixedPoint, AbstractCompositeCondition
+):
     """The fixed point of a block proximal-gradient step, for `g` separable over the
     rows (blocks) of `x`: `g(x) = sum_j g_j(x[j])`.
 
@@ -143,25 +144,26 @@ class BlockProximalGradientFixedPoint(AbstractActiveSetFixedPoint):
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = resolve(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        steps = _cast(stepsize_or_nan(self.stepsize), x)
+        steps = cast_to(stepsize_or_nan(self.stepsize), x)
         steps = jnp.broadcast_to(steps, x.shape[:1])
         step_rows = steps.reshape(steps.shape + (1,) * (x.ndim - 1))
         return jax.vmap(prox)(x - step_rows * gradient, steps)
 
-    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
-        """As [`implicitx.ProximalGradientFixedPoint.composite`][], with the prox
-        applied to every row."""
+    def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
         prox = resolve(self.prox, AbstractProx, theta)
         rows = lambda z, step: jax.vmap(lambda row: prox(row, step))(z)
-        return _smooth(self, theta), _checked(self, rows)
+        return _checked(self, rows)
 
-    def block_prox(self, theta: PyTree[ArrayLike]) -> Callable:
-        """The map `(row, step) -> prox_{step g}(row)` of one block."""
+    def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
+        """The rows of `x`: the prox of one row."""
         prox = resolve(self.prox, AbstractProx, theta)
-        return _checked(self, lambda z, step: prox(z, step))
+        one = _checked(self, lambda z, step: prox(z, step))
+        return lambda x, j, z_j, step: one(z_j, step)
 
 
-class ProjectedGradientFixedPoint(AbstractActiveSetFixedPoint):
+class ProjectedGradientFixedPoint(
+    AbstractActiveSetFixedPoint, AbstractCompositeCondition
+):
     """The fixed point of a projected-gradient step for
     `x*(theta) = argmin_{x in C(theta)} f(x, theta)`:
 
@@ -188,18 +190,16 @@ class ProjectedGradientFixedPoint(AbstractActiveSetFixedPoint):
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         projection = resolve(self.projection, AbstractProjection, theta)
         gradient = jax.grad(self.objective)(x, theta)
-        step = _cast(stepsize_or_nan(self.stepsize), x)
+        step = cast_to(stepsize_or_nan(self.stepsize), x)
         return projection(x - step * gradient)
 
-    def composite(self, theta: PyTree[ArrayLike]) -> tuple[Callable, Callable]:
-        """As [`implicitx.ProximalGradientFixedPoint.composite`][], with the
-        projection as the prox."""
+    def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
         projection = resolve(self.projection, AbstractProjection, theta)
-        return _smooth(self, theta), _checked(self, lambda z, step: projection(z))
+        return _checked(self, lambda z, step: projection(z))
 
-
-def _smooth(condition, theta) -> Callable:
-    return lambda x: condition.objective(x, theta)
+    def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
+        """`None`: a projection does not separate over coordinates in general."""
+        del theta
 
 
 def _checked(condition, prox: Callable) -> Callable:

@@ -2,8 +2,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..projection._base import AbstractProjection
-from ._base import AbstractMirrorMap
+from .._operator_base import AbstractMirrorMap, AbstractProjection
 
 
 class Euclidean(AbstractMirrorMap):

@@ -4,8 +4,13 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ._base import AbstractProjection
-from ._utils import cast_to, check_hyperparameters, hyperparameter, nan_unless
+from .._operator_base import (
+    AbstractProjection,
+    cast_to,
+    check_hyperparameters,
+    hyperparameter,
+    nan_unless,
+)
 
 
 def _nonzero(a: Array) -> Array:

@@ -2,8 +2,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection
-from ._utils import (
+from .._operator_base import (
+    AbstractProjection,
     cast_to,
     check_hyperparameters,
     hyperparameter,

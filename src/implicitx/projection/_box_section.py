@@ -4,15 +4,15 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection
-from ._box import check_bounds, ordered
-from ._utils import (
+from .._operator_base import (
+    AbstractProjection,
     cast_to,
     check_hyperparameters,
     hyperparameter,
     nan_unless,
     positive_part_max,
 )
+from ._box import check_bounds, ordered
 
 
 def _section_residual(tau: Scalar, args) -> Scalar:

@@ -10,12 +10,11 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
 from .._argmin import ImplicitArgmin
 from .._conditions import AbstractCondition, Root
+from .._operator_base import AbstractProjection, safe_norm
 from .._results import as_results
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ..solvers import AbstractSolver
-from ..solvers._base import not_differentiable
-from ._base import AbstractProjection
-from ._utils import safe_norm
 
 
 # --------------------------------------------------------------------------------------
@@ -227,11 +226,9 @@ class _ExpConeRootSolver(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition, x0
-        if differentiable:
-            not_differentiable(self)
         v = theta
         assert isinstance(v, jax.Array)
         lower, upper = _exp_bracket(v)

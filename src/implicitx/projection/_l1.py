@@ -2,9 +2,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection
-from ._simplex import check_scale, project_simplex
-from ._utils import (
+from .._operator_base import (
+    AbstractProjection,
     cast_to,
     check_hyperparameters,
     hyperparameter,
@@ -12,6 +11,7 @@ from ._utils import (
     nonnegative,
     nonnegative_finite,
 )
+from ._simplex import check_scale, project_simplex
 
 
 def _signs(y: Float[Array, " n"]) -> Float[Array, " n"]:

@@ -1,8 +1,7 @@
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection
-from ._utils import positive_part_max
+from .._operator_base import AbstractProjection, positive_part_max
 
 
 class NonNegative(AbstractProjection):

@@ -8,23 +8,16 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
 from .._argmin import ImplicitArgmin
 from .._conditions import AbstractCondition, FixedPoint
+from .._operator_base import AbstractProjection, cast_to, default_tolerance
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ..solvers import AbstractSolver
-from ..solvers._base import not_differentiable
 from ..solvers._loop import converged_result
-from ._base import AbstractProjection
-from ._utils import cast_to
 
 
 def optional_array(x: ArrayLike | None) -> Array | None:
     """Converter for optional hyperparameter fields: `None` stays `None`."""
     return None if x is None else jnp.asarray(x)
-
-
-def default_tolerance(dtype) -> float:
-    """The default relative tolerance of the iterative projections: `eps^(2/3)`
-    (about `4e-11` in float64 and `2.5e-5` in float32)."""
-    return float(jnp.finfo(dtype).eps) ** (2 / 3)
 
 
 # The dual of `min 0.5 ||x - y||^2 s.t. M x (=, <=) d`, with `M = [A; G]`, `d = [b; h]`
@@ -79,11 +72,9 @@ class _DualFISTA(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition, x0
-        if differentiable:
-            not_differentiable(self)
         y, M, d = _stack(theta)
         inequality = _inequality_mask(theta)
         tol = default_tolerance(y.dtype) if self.tol is None else self.tol

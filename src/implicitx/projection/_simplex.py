@@ -3,8 +3,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from ._base import AbstractProjection
-from ._utils import (
+from .._operator_base import (
+    AbstractProjection,
     cast_to,
     check_hyperparameters,
     hyperparameter,

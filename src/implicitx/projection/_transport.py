@@ -9,13 +9,19 @@ from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
 
 from .._argmin import ImplicitArgmin
 from .._conditions import AbstractCondition, FixedPoint, Stationarity
+from .._operator_base import (
+    AbstractProjection,
+    cast_to,
+    check_hyperparameters,
+    default_tolerance,
+    hyperparameter,
+    nan_unless,
+    positive,
+)
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ..solvers import AbstractSolver
-from ..solvers._base import not_differentiable
 from ..solvers._loop import converged_result
-from ._base import AbstractProjection
-from ._polyhedron import default_tolerance
-from ._utils import cast_to, check_hyperparameters, hyperparameter, nan_unless, positive
 
 
 def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:
@@ -120,11 +126,9 @@ class _TransportDualSolver(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition, x0
-        if differentiable:
-            not_differentiable(self)
         y, a, b = theta
         assert isinstance(y, jax.Array)
         n, m = y.shape
@@ -193,7 +197,7 @@ class TransportPolytope(AbstractProjection):
     polytope is empty and the solver fails).
 
     **Algorithm.** The dual in the row and column potentials `(alpha, beta)` is
-    smooth (piecewise quadratic, once differentiable) and unconstrained, because the
+    smooth (piecewise quadratic, once while_loop) and unconstrained, because the
     inner problem is separable: `P = max(Y - alpha 1^T - 1 beta^T, 0)`. It is
     minimised by `optimistix.LBFGS`, followed by a few semismooth Newton steps
     (`optimistix.Newton` on its gradient) that make the solution accurate to rounding
@@ -329,11 +333,9 @@ class _Sinkhorn(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition, x0
-        if differentiable:
-            not_differentiable(self)
         y, a, b, epsilon = theta
         assert isinstance(y, jax.Array)
         tol = default_tolerance(y.dtype) if self.tol is None else self.tol

@@ -1,6 +1,6 @@
 """Proximal operators of convex functions, as differentiable modules."""
 
-from ._base import AbstractProx as AbstractProx
+from .._operator_base import AbstractProx as AbstractProx
 from ._basic import (
     NonNegativeRidge as NonNegativeRidge,
     Ridge as Ridge,

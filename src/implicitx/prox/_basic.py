@@ -2,9 +2,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._utils import hyperparameter
-from ._base import AbstractProx
-from ._misc import cast_to, check_strengths, nan_unless_nonnegative
+from .._operator_base import AbstractProx, hyperparameter
+from ._misc import cast_and_broadcast, check_strengths, nan_unless_nonnegative
 
 
 class Zero(AbstractProx):
@@ -47,12 +46,12 @@ class Ridge(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        x = y / (1 + s * cast_to(self.strength, y))
+        s = cast_and_broadcast(stepsize, y)
+        x = y / (1 + s * cast_and_broadcast(self.strength, y))
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        return 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)
+        return 0.5 * jnp.sum(cast_and_broadcast(self.strength, x) * x * x)
 
 
 class NonNegativeRidge(AbstractProx):
@@ -76,10 +75,10 @@ class NonNegativeRidge(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        x = jnp.maximum(y, 0) / (1 + s * cast_to(self.strength, y))
+        s = cast_and_broadcast(stepsize, y)
+        x = jnp.maximum(y, 0) / (1 + s * cast_and_broadcast(self.strength, y))
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        penalty = 0.5 * jnp.sum(cast_to(self.strength, x) * x * x)
+        penalty = 0.5 * jnp.sum(cast_and_broadcast(self.strength, x) * x * x)
         return jnp.where(jnp.all(x >= 0), penalty, jnp.inf)

@@ -2,8 +2,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._utils import hyperparameter
-from ._base import AbstractProx
+from .._operator_base import AbstractProx, hyperparameter
 from ._misc import (
     block_soft_threshold,
     check_strengths,

@@ -3,8 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._base import AbstractProjection
-from ._base import AbstractProx
+from .._operator_base import AbstractProjection, AbstractProx
 
 
 class FromProjection(AbstractProx):

@@ -2,9 +2,13 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
-from ..projection._utils import hyperparameter
-from ._base import AbstractProx
-from ._misc import cast_to, check_strengths, nan_unless_nonnegative, soft_threshold
+from .._operator_base import AbstractProx, hyperparameter
+from ._misc import (
+    cast_and_broadcast,
+    check_strengths,
+    nan_unless_nonnegative,
+    soft_threshold,
+)
 
 
 class L1(AbstractProx):
@@ -31,12 +35,12 @@ class L1(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        x = soft_threshold(y, s * cast_to(self.strength, y))
+        s = cast_and_broadcast(stepsize, y)
+        x = soft_threshold(y, s * cast_and_broadcast(self.strength, y))
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        return jnp.sum(cast_to(self.strength, x) * jnp.abs(x))
+        return jnp.sum(cast_and_broadcast(self.strength, x) * jnp.abs(x))
 
 
 class NonNegativeL1(AbstractProx):
@@ -60,12 +64,12 @@ class NonNegativeL1(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        x = jnp.maximum(y - s * cast_to(self.strength, y), 0)
+        s = cast_and_broadcast(stepsize, y)
+        x = jnp.maximum(y - s * cast_and_broadcast(self.strength, y), 0)
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        penalty = jnp.sum(cast_to(self.strength, x) * x)
+        penalty = jnp.sum(cast_and_broadcast(self.strength, x) * x)
         return jnp.where(jnp.all(x >= 0), penalty, jnp.inf)
 
 
@@ -92,11 +96,11 @@ class ElasticNet(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        l1, l2 = cast_to(self.l1, y), cast_to(self.l2, y)
+        s = cast_and_broadcast(stepsize, y)
+        l1, l2 = cast_and_broadcast(self.l1, y), cast_and_broadcast(self.l2, y)
         x = soft_threshold(y, s * l1) / (1 + s * l2)
         return nan_unless_nonnegative(x, y, self.l1, self.l2)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        l1, l2 = cast_to(self.l1, x), cast_to(self.l2, x)
+        l1, l2 = cast_and_broadcast(self.l1, x), cast_and_broadcast(self.l2, x)
         return jnp.sum(l1 * jnp.abs(x) + 0.5 * l2 * x * x)

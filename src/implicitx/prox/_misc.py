@@ -1,7 +1,7 @@
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ..projection._utils import (
+from .._operator_base import (
     check_hyperparameters,
     nan_unless,
     nonnegative,
@@ -30,7 +30,7 @@ def nan_unless_nonnegative(x: Array, y: Array, *strengths: ArrayLike) -> Array:
     return x
 
 
-def cast_to(value: ArrayLike, like: Array) -> Array:
+def cast_and_broadcast(value: ArrayLike, like: Array) -> Array:
     """Casts a step size or hyperparameter to the dtype of the point `like`, and
     broadcasts it to `like`'s shape unless it is a scalar (scalars broadcast without
     rank promotion). Casting is differentiable, so derivatives still reach `value`."""

@@ -2,12 +2,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
+from .._operator_base import AbstractProx, hyperparameter
 from ..projection._l1 import L1Ball
-from ..projection._utils import hyperparameter
-from ._base import AbstractProx
 from ._misc import (
     block_soft_threshold,
-    cast_to,
+    cast_and_broadcast,
     check_strengths,
     nan_unless_nonnegative,
     safe_norm,
@@ -45,12 +44,12 @@ class L2Norm(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        s = cast_to(stepsize, y)
-        x = block_soft_threshold(y, s * cast_to(self.strength, y))
+        s = cast_and_broadcast(stepsize, y)
+        x = block_soft_threshold(y, s * cast_and_broadcast(self.strength, y))
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        return cast_to(self.strength, x) * safe_norm(x)[0]
+        return cast_and_broadcast(self.strength, x) * safe_norm(x)[0]
 
 
 class LInfNorm(AbstractProx):
@@ -83,7 +82,9 @@ class LInfNorm(AbstractProx):
     def __call__(
         self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
     ) -> Float[Array, "..."]:
-        threshold = cast_to(stepsize, y) * cast_to(self.strength, y)
+        threshold = cast_and_broadcast(stepsize, y) * cast_and_broadcast(
+            self.strength, y
+        )
         positive = threshold > 0
         # With a zero threshold the prox is the identity; the division is kept finite.
         safe = jnp.where(positive, threshold, 1)
@@ -93,4 +94,4 @@ class LInfNorm(AbstractProx):
         return nan_unless_nonnegative(x, y, self.strength)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
-        return cast_to(self.strength, x) * jnp.max(jnp.abs(x))
+        return cast_and_broadcast(self.strength, x) * jnp.max(jnp.abs(x))

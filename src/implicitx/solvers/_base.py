@@ -1,11 +1,12 @@
 import abc
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 import equinox as eqx
 from jaxtyping import ArrayLike, PyTree
 
 from .._conditions import AbstractCondition
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 
 
 class AbstractSolver(eqx.Module):
@@ -16,6 +17,10 @@ class AbstractSolver(eqx.Module):
     the condition and `theta`.
     """
 
+    #: Whether [`implicitx.UnrolledAdjoint`][] can differentiate through this solver:
+    #: False for solvers that run outside JAX (host callbacks).
+    can_unroll: ClassVar[bool] = True
+
     @abc.abstractmethod
     def solve(
         self,
@@ -23,18 +28,18 @@ class AbstractSolver(eqx.Module):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         """**Arguments:**
 
         - `condition`: the optimality condition the solution must satisfy.
         - `theta`: the parameters.
         - `x0`: the initial guess (a warm start), or `None` if the solver needs none.
-        - `differentiable`: `False` (the default, used with implicit differentiation):
-            the solve is never differentiated and may use any loop. `True` (used by
-            [`implicitx.UnrolledAdjoint`][]): JAX differentiates through the
-            iterations, so loops must be differentiable (see
-            `implicitx.solvers.AbstractSolver` subclasses for which support it).
+        - `while_loop`: the loop to run the iterations with, handed over by the
+            adjoint ([`implicitx.AbstractAdjoint.while_loop`][]): a plain
+            `lax.while_loop` under implicit differentiation, a differentiable
+            checkpointed loop when unrolled. A solver uses it for every loop it runs
+            and never asks how it will be differentiated.
 
         **Returns:**
 
@@ -53,11 +58,3 @@ def require_x0(x0: _X | None, solver: AbstractSolver) -> _X:
             "`ImplicitArgmin(...)` or to the call `argmin(theta, x0)`."
         )
     return x0
-
-
-def not_differentiable(solver: AbstractSolver):
-    raise ValueError(
-        f"`{type(solver).__name__}` cannot be differentiated through (unrolled): it "
-        "does not run JAX operations that JAX can differentiate. Use the default "
-        "`ImplicitAdjoint()` with it."
-    )

@@ -1,16 +1,12 @@
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jaxtyping import ArrayLike, PyTree
 
-from .._conditions import (
-    AbstractCondition,
-    BlockProximalGradientFixedPoint,
-    ProximalGradientFixedPoint,
-)
+from .._conditions import AbstractCompositeCondition, AbstractCondition
 from .._conditions._proximal_gradient import check_stepsize
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ._base import AbstractSolver, require_x0
 from ._loop import converged, iterate, tolerance
 
@@ -62,35 +58,23 @@ class BlockCoordinateDescent(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         x_init = jnp.asarray(require_x0(x0, self))
-        if isinstance(condition, BlockProximalGradientFixedPoint):
-            prox = condition.block_prox(theta)
-
-            def block_prox(x, j, z_j, step):
-                del x, j
-                return prox(z_j, step)
-
-        elif isinstance(condition, ProximalGradientFixedPoint) and x_init.ndim == 1:
-            _, prox = condition.composite(theta)
-
-            def block_prox(x, j, z_j, step):
-                # The whole (separable) prox, read at coordinate j: valid for
-                # per-coordinate hyperparameters too.
-                return prox(x.at[j].set(z_j), step)[j]
-
-        else:
+        separable = isinstance(condition, AbstractCompositeCondition)
+        block_prox = condition.block_prox_at(theta) if separable else None
+        if not separable or block_prox is None:
             raise TypeError(
-                "`BlockCoordinateDescent` needs a `BlockProximalGradientFixedPoint` "
-                "condition, or a `ProximalGradientFixedPoint` on a vector with a "
-                f"coordinate-separable prox; got `{type(condition).__name__}`."
+                "`BlockCoordinateDescent` needs a composite condition whose prox "
+                "separates over blocks (`AbstractCompositeCondition.block_prox_at`), "
+                "such as a `BlockProximalGradientFixedPoint`, or a "
+                "`ProximalGradientFixedPoint` on a vector with a coordinate-separable "
+                f"prox; got `{type(condition).__name__}`."
             )
         f = lambda x: condition.objective(x, theta)
         value_and_grad = jax.value_and_grad(f)
         dtype = x_init.dtype
         rtol, atol = tolerance(self.rtol, dtype), tolerance(self.atol, dtype)
-        kind = "bounded" if differentiable else "lax"
         eps = jnp.finfo(dtype).eps
 
         def update_block(j, carry):
@@ -129,8 +113,8 @@ class BlockCoordinateDescent(AbstractSolver):
 
             l_j = _SHRINK * lipschitz[j]
             new_j, ok, tiny = attempt(l_j)
-            new_j, l_j, _, _ = eqxi.while_loop(
-                cond, body, (new_j, l_j, ok, jnp.array(0)), max_steps=_TRIES, kind=kind
+            new_j, l_j, _, _ = while_loop(
+                cond, body, (new_j, l_j, ok, jnp.array(0)), max_steps=_TRIES
             )
             # A change at the rounding level does not lower the estimate.
             l_j = jnp.where(tiny, jnp.maximum(l_j, lipschitz[j]), l_j)
@@ -148,7 +132,7 @@ class BlockCoordinateDescent(AbstractSolver):
             sweep,
             (x_init, lipschitz0),
             max_steps=self.max_steps,
-            differentiable=differentiable,
+            while_loop=while_loop,
         )
         stats = {"num_steps": num_steps}
         return Solution(value=x, result=result, aux=None, stats=stats)

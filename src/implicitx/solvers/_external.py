@@ -6,7 +6,7 @@ import importlib
 import traceback
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -18,7 +18,8 @@ from jaxtyping import ArrayLike, PyTree
 from .._conditions import AbstractCondition, AbstractObjectiveCondition
 from .._results import RESULTS
 from .._solution import Solution
-from ._base import AbstractSolver, not_differentiable, require_x0
+from .._while_loops import lax_while_loop, WhileLoop
+from ._base import AbstractSolver, require_x0
 
 
 # The PyPI names of the optional dependencies, by top-level module.
@@ -81,7 +82,14 @@ def _host_solve(fn, structure, theta, x0, name) -> tuple[Any, bool]:
         return nan, False
 
 
-class ExternalSolver(AbstractSolver):
+class _AbstractHostSolver(AbstractSolver):
+    """A solver that runs on the host (`jax.pure_callback`): JAX cannot differentiate
+    through it, so it cannot be unrolled."""
+
+    can_unroll: ClassVar[bool] = False
+
+
+class ExternalSolver(_AbstractHostSolver):
     """Any Python function of NumPy arrays as a forward solver: scikit-learn
     estimators, SciPy, a C library, a hand-written reference, ...
 
@@ -121,15 +129,14 @@ class ExternalSolver(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition
-        return _callback_solve(self, self.fn, theta, x0, differentiable)
+        return _callback_solve(self, self.fn, theta, x0, while_loop)
 
 
-def _callback_solve(solver, fn, args, x0, differentiable) -> Solution:
-    if differentiable:
-        not_differentiable(solver)
+def _callback_solve(solver, fn, args, x0, while_loop) -> Solution:
+    del while_loop  # a host call: no loop of JAX's
     x0 = jtu.tree_map(jnp.asarray, require_x0(x0, solver))
     structure = jax.eval_shape(lambda: x0)
     name = f"The external solver `{type(solver).__name__}`"
@@ -148,7 +155,7 @@ def _callback_solve(solver, fn, args, x0, differentiable) -> Solution:
     return Solution(value=value, result=result, aux=None, stats={})
 
 
-class ScipyMinimize(AbstractSolver):
+class ScipyMinimize(_AbstractHostSolver):
     """`scipy.optimize.minimize` as a forward solver for a condition with a smooth
     objective (e.g. [`implicitx.Stationarity`][]). The objective and its gradient are
     compiled JAX functions called from SciPy.
@@ -187,7 +194,7 @@ class ScipyMinimize(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         if not isinstance(condition, AbstractObjectiveCondition):
             raise TypeError(
@@ -227,10 +234,10 @@ class ScipyMinimize(AbstractSolver):
                 raise RuntimeError(f"scipy.optimize.minimize: {res.message}")
             return res.x.reshape(shape)
 
-        return _callback_solve(self, fn, (dynamic, theta), x0, differentiable)
+        return _callback_solve(self, fn, (dynamic, theta), x0, while_loop)
 
 
-class ScipyRoot(AbstractSolver):
+class ScipyRoot(_AbstractHostSolver):
     """`scipy.optimize.root` as a forward solver for any condition (a root of its
     residual `F(x, theta)`), with the Jacobian `dF/dx` from JAX.
 
@@ -252,7 +259,7 @@ class ScipyRoot(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         scipy_optimize = require("scipy.optimize")
         dynamic, static = eqx.partition(condition, eqx.is_array)
@@ -287,10 +294,10 @@ class ScipyRoot(AbstractSolver):
                 raise RuntimeError(f"scipy.optimize.root: {res.message}")
             return res.x.reshape(shape)
 
-        return _callback_solve(self, fn, (dynamic, theta), x0, differentiable)
+        return _callback_solve(self, fn, (dynamic, theta), x0, while_loop)
 
 
-class ScipyLinprog(AbstractSolver):
+class ScipyLinprog(_AbstractHostSolver):
     """`scipy.optimize.linprog` (HiGHS) as a forward solver for linear programs
     `min c^T x  s.t.  A_ub x <= b_ub, A_eq x = b_eq`.
 
@@ -318,7 +325,7 @@ class ScipyLinprog(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition
         scipy_optimize = require("scipy.optimize")
@@ -336,10 +343,10 @@ class ScipyLinprog(AbstractSolver):
                 raise RuntimeError(f"scipy.optimize.linprog: {res.message}")
             return res.x
 
-        return _callback_solve(self, fn, theta, x0, differentiable)
+        return _callback_solve(self, fn, theta, x0, while_loop)
 
 
-class CvxpySolver(AbstractSolver):
+class CvxpySolver(_AbstractHostSolver):
     """A CVXPY problem as a forward solver. The problem is written once with
     `cvxpy.Parameter`s; each solve sets the parameters from `theta` and returns the
     value of the variable.
@@ -387,7 +394,7 @@ class CvxpySolver(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         del condition
         problem, variable, kwargs = self.problem, self.variable, dict(self.solve_kwargs)
@@ -411,4 +418,4 @@ class CvxpySolver(AbstractSolver):
                 raise RuntimeError("CVXPY returned no value for the variable.")
             return variable.value
 
-        return _callback_solve(self, fn, theta, x0, differentiable)
+        return _callback_solve(self, fn, theta, x0, while_loop)

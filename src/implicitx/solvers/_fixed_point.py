@@ -11,6 +11,7 @@ from .._conditions import (
 )
 from .._results import RESULTS
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ._base import AbstractSolver, require_x0
 from ._loop import float_dtype, iterate, max_abs, tolerance
 
@@ -56,14 +57,14 @@ class MirrorDescent(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         if not isinstance(condition, MirrorDescentFixedPoint):
             raise TypeError(
                 "`MirrorDescent` needs a `MirrorDescentFixedPoint` condition, got "
                 f"`{type(condition).__name__}`."
             )
-        return _iterate_map(self, condition, theta, x0, differentiable)
+        return _iterate_map(self, condition, theta, x0, while_loop)
 
 
 class FixedPointIteration(AbstractSolver):
@@ -93,12 +94,12 @@ class FixedPointIteration(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
-        return _iterate_map(self, condition, theta, x0, differentiable)
+        return _iterate_map(self, condition, theta, x0, while_loop)
 
 
-def _iterate_map(solver, condition, theta, x0, differentiable) -> Solution:
+def _iterate_map(solver, condition, theta, x0, while_loop) -> Solution:
     condition = _require_fixed_point(condition, solver)
     x0 = jtu.tree_map(jnp.asarray, require_x0(x0, solver))
     dtype = float_dtype(x0)
@@ -116,7 +117,7 @@ def _iterate_map(solver, condition, theta, x0, differentiable) -> Solution:
 
     init = (x0, jnp.asarray(jnp.finfo(dtype).max, dtype))  # finite: the loop checks
     (x, _), num_steps, result = iterate(
-        step, init, max_steps=solver.max_steps, differentiable=differentiable
+        step, init, max_steps=solver.max_steps, while_loop=while_loop
     )
     result = objective_finite(condition, x, theta, result)
     return Solution(value=x, result=result, aux=None, stats={"num_steps": num_steps})
@@ -181,7 +182,7 @@ class AndersonAcceleration(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         condition = _require_fixed_point(condition, self)
         x_init = jnp.asarray(require_x0(x0, self))
@@ -230,7 +231,7 @@ class AndersonAcceleration(AbstractSolver):
         gs = jnp.zeros((m,) + flat0.shape, flat0.dtype).at[0].set(g0)
         init = _AndersonState(flat0, xs, gs, jnp.array(1))
         state, num_steps, result = iterate(
-            step, init, max_steps=self.max_steps, differentiable=differentiable
+            step, init, max_steps=self.max_steps, while_loop=while_loop
         )
         # The last image is at least as good as the last combination.
         last = state.gs[(state.count - 1) % m]

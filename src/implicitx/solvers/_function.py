@@ -7,6 +7,7 @@ from jaxtyping import ArrayLike, PyTree
 from .._conditions import AbstractCondition
 from .._results import RESULTS
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ._base import AbstractSolver
 
 
@@ -34,9 +35,9 @@ class FunctionSolver(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
-        del condition, differentiable  # differentiable if `fn` is
+        del condition, while_loop  # differentiable if `fn` is
         out = self.fn(theta, x0)
         if self.has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):

@@ -3,13 +3,13 @@
 from collections.abc import Callable
 from typing import Any
 
-import equinox.internal as eqxi
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
 from .._misc import tree_all_finite
 from .._results import RESULTS
+from .._while_loops import WhileLoop
 
 
 def tolerance(tol: float | None, dtype) -> float:
@@ -44,15 +44,14 @@ def iterate(
     state: Any,
     *,
     max_steps: int,
-    differentiable: bool,
+    while_loop: WhileLoop,
 ) -> tuple[Any, jnp.ndarray, RESULTS]:
     """Runs `state, done = step(state)` until `done`, until the state (iterate,
     objective, gradient, step size: every inexact leaf) is non-finite, or for
     `max_steps` steps.
 
-    The loop is a plain `lax.while_loop` when not differentiated, and a bounded loop
-    (forward- and reverse-mode differentiable, with nested checkpointing to bound
-    memory) when the solver is unrolled.
+    The loop is `while_loop`, the one the adjoint handed the solver (see
+    `implicitx._while_loops`).
 
     **Returns:**
 
@@ -72,10 +71,7 @@ def iterate(
         return state, num_steps + 1, done, _all_finite(state)
 
     init = (state, jnp.array(0), jnp.array(False), _all_finite(state))
-    kind = "bounded" if differentiable else "lax"
-    state, num_steps, done, finite = eqxi.while_loop(
-        cond, body, init, max_steps=max_steps, kind=kind
-    )
+    state, num_steps, done, finite = while_loop(cond, body, init, max_steps=max_steps)
     result = RESULTS.where(
         finite,
         converged_result(done),

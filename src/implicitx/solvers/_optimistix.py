@@ -11,28 +11,25 @@ from .._conditions import (
 from .._misc import tree_all_finite
 from .._results import as_results, RESULTS
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ._base import AbstractSolver, require_x0
 
 
-def _adjoint(differentiable: bool) -> optx.AbstractAdjoint:
-    # Never differentiated under implicit differentiation; when unrolled, optimistix's
-    # checkpointed loop supports reverse mode (not forward mode).
-    del differentiable
-    return optx.RecursiveCheckpointAdjoint()
-
-
-def _run(entry, fn, wrapper, theta, x0, differentiable) -> Solution:
+def _run(entry, fn, wrapper, theta, x0, while_loop) -> Solution:
     """Runs an optimistix entry point (`optx.minimise`, `optx.root_find`, ...) with
     failures reported in the result code, never raised. A final iterate, or a value of
     `fn` at it, that is not finite is reported as `nonfinite_iterate` (optimistix
     would say that the maximum number of steps was reached)."""
+    del while_loop  # optimistix's own
     sol = entry(
         fn,
         wrapper.solver,
         require_x0(x0, wrapper),
         args=theta,
         max_steps=wrapper.max_steps,
-        adjoint=_adjoint(differentiable),
+        # optimistix runs its own loop; when unrolled, its checkpointed loop supports
+        # reverse mode (not forward mode).
+        adjoint=optx.RecursiveCheckpointAdjoint(),
         throw=False,
     )
     finite = tree_all_finite(sol.value) & tree_all_finite(fn(sol.value, theta))
@@ -78,11 +75,11 @@ class OptimistixMinimiser(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         _require(condition, AbstractObjectiveCondition, "an objective", self)
         assert isinstance(condition, AbstractObjectiveCondition)
-        return _run(optx.minimise, condition.objective, self, theta, x0, differentiable)
+        return _run(optx.minimise, condition.objective, self, theta, x0, while_loop)
 
 
 class OptimistixRootFinder(AbstractSolver):
@@ -105,9 +102,9 @@ class OptimistixRootFinder(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
-        return _run(optx.root_find, condition, self, theta, x0, differentiable)
+        return _run(optx.root_find, condition, self, theta, x0, while_loop)
 
 
 class OptimistixFixedPoint(AbstractSolver):
@@ -132,12 +129,12 @@ class OptimistixFixedPoint(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         _require(condition, AbstractFixedPointCondition, "a fixed-point map", self)
         assert isinstance(condition, AbstractFixedPointCondition)
         return _run(
-            optx.fixed_point, condition.fixed_point_map, self, theta, x0, differentiable
+            optx.fixed_point, condition.fixed_point_map, self, theta, x0, while_loop
         )
 
 
@@ -163,10 +160,10 @@ class OptimistixLeastSquares(AbstractSolver):
         theta: PyTree[ArrayLike],
         x0: PyTree[ArrayLike] | None,
         *,
-        differentiable: bool = False,
+        while_loop: WhileLoop = lax_while_loop,
     ) -> Solution:
         _require(condition, LeastSquaresStationarity, "least-squares residuals", self)
         assert isinstance(condition, LeastSquaresStationarity)
         return _run(
-            optx.least_squares, condition.residuals, self, theta, x0, differentiable
+            optx.least_squares, condition.residuals, self, theta, x0, while_loop
         )

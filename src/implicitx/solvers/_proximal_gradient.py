@@ -1,19 +1,19 @@
 from collections.abc import Callable
 
 import equinox as eqx
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, ArrayLike, PyTree
 
 from .._conditions import (
+    AbstractCompositeCondition,
     AbstractCondition,
     AbstractObjectiveCondition,
-    ProjectedGradientFixedPoint,
 )
 from .._conditions._proximal_gradient import check_stepsize, stepsize_or_nan
 from .._solution import Solution
+from .._while_loops import lax_while_loop, WhileLoop
 from ._base import AbstractSolver, require_x0
 from ._loop import converged, float_dtype, iterate, max_abs, tolerance
 
@@ -26,13 +26,12 @@ _TRIES = 60
 
 def composite_parts(condition, theta, solver) -> tuple[Callable, Callable]:
     """The smooth objective `f(x)` and the map `(z, step) -> prox_{step g}(z)` of a
-    composite problem, at `theta`, asked of the condition (its `composite(theta)`
-    method). A condition that only has a smooth objective (e.g.
-    [`implicitx.Stationarity`][]) is the case `g = 0`: the prox is the identity."""
-    composite = getattr(condition, "composite", None)
-    if callable(composite):
-        f, prox = composite(theta)  # pyright: ignore[reportGeneralTypeIssues]
-        return f, prox
+    composite problem, at `theta`, asked of the condition through
+    [`implicitx.AbstractCompositeCondition`][]. A condition that only has a smooth
+    objective (e.g. [`implicitx.Stationarity`][]) is the case `g = 0`: the prox is the
+    identity."""
+    if isinstance(condition, AbstractCompositeCondition):
+        return (lambda x: condition.objective(x, theta)), condition.prox_at(theta)
     if isinstance(condition, AbstractObjectiveCondition):
         return (lambda x: condition.objective(x, theta)), (lambda z, step: z)
     raise TypeError(
@@ -71,7 +70,32 @@ class _State(eqx.Module):
     gradient: Array  # max|grad f(y)|, likewise
 
 
-class ProximalGradient(AbstractSolver):
+class _AbstractProximalGradient(AbstractSolver):
+    """The fields and the loop shared by `ProximalGradient` and `ProjectedGradient`."""
+
+    rtol: float | None = None
+    atol: float | None = None
+    max_steps: int = eqx.field(default=10_000, static=True)
+    stepsize: float | Array | None = None
+    acceleration: bool = eqx.field(default=True, static=True)
+    initial_lipschitz: float = 1e-3
+
+    def __check_init__(self):
+        check_stepsize(self, self.stepsize)
+        check_stepsize(self, self.initial_lipschitz, "initial_lipschitz")
+
+    def solve(
+        self,
+        condition: AbstractCondition,
+        theta: PyTree[ArrayLike],
+        x0: PyTree[ArrayLike] | None,
+        *,
+        while_loop: WhileLoop = lax_while_loop,
+    ) -> Solution:
+        return _solve_composite(self, condition, theta, x0, while_loop)
+
+
+class ProximalGradient(_AbstractProximalGradient):
     """Proximal gradient descent for `min_x f(x, theta) + g(x, theta)`, with Nesterov
     acceleration (FISTA), adaptive restart, and a backtracking line search on the
     step size.
@@ -82,7 +106,8 @@ class ProximalGradient(AbstractSolver):
     gradient), [`implicitx.BlockProximalGradientFixedPoint`][] (the prox applied to
     every row), and smooth problems ([`implicitx.Stationarity`][],
     [`implicitx.GradientDescentFixedPoint`][]: `g = 0`, the prox is the identity); it
-    asks the condition for its smooth part and its prox (a `composite(theta)` method).
+    asks the condition for its smooth part and its prox (see
+    [`implicitx.AbstractCompositeCondition`][]).
     `x` may be any PyTree of arrays.
 
     Each step takes `x+ = prox_{g/L}(y - grad f(y) / L)` from the extrapolated point
@@ -110,29 +135,8 @@ class ProximalGradient(AbstractSolver):
         small value is safe.
     """
 
-    rtol: float | None = None
-    atol: float | None = None
-    max_steps: int = eqx.field(default=10_000, static=True)
-    stepsize: float | Array | None = None
-    acceleration: bool = eqx.field(default=True, static=True)
-    initial_lipschitz: float = 1e-3
 
-    def __check_init__(self):
-        check_stepsize(self, self.stepsize)
-        check_stepsize(self, self.initial_lipschitz, "initial_lipschitz")
-
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        differentiable: bool = False,
-    ) -> Solution:
-        return _solve_composite(self, condition, theta, x0, differentiable)
-
-
-def _line_search(solver, f, prox, y, lipschitz, dtype, differentiable):
+def _line_search(solver, f, prox, y, lipschitz, dtype, while_loop):
     """One proximal-gradient step from `y`: `(x+, L, f(y), max|grad f(y)|, ok)`."""
     value_and_grad = jax.value_and_grad(f)
     f_y, g_y = value_and_grad(y)
@@ -176,20 +180,19 @@ def _line_search(solver, f, prox, y, lipschitz, dtype, differentiable):
 
     start = _SHRINK * lipschitz
     x, ok, tiny = trial(start)
-    kind = "bounded" if differentiable else "lax"
     init = (x, start, ok, jnp.array(0))
-    x, lip, ok, _ = eqxi.while_loop(cond, body, init, max_steps=_TRIES, kind=kind)
+    x, lip, ok, _ = while_loop(cond, body, init, max_steps=_TRIES)
     # A step at the rounding level does not lower the estimate.
     lip = jnp.where(tiny, jnp.maximum(lip, lipschitz), lip)
     return x, lip, f_y, scale_g, ok
 
 
 def _solve_composite(
-    self: "ProximalGradient | ProjectedGradient",
+    self: _AbstractProximalGradient,
     condition: AbstractCondition,
     theta,
     x0,
-    differentiable: bool,
+    while_loop: WhileLoop,
 ) -> Solution:
     f, prox = composite_parts(condition, theta, self)
     x0 = jtu.tree_map(jnp.asarray, require_x0(x0, self))
@@ -198,7 +201,7 @@ def _solve_composite(
 
     def step(state: _State):
         x_new, lip, f_y, g_y, ok = _line_search(
-            self, f, prox, state.y, state.lipschitz, dtype, differentiable
+            self, f, prox, state.y, state.lipschitz, dtype, while_loop
         )
         if self.acceleration:
             t_new = (1 + jnp.sqrt(1 + 4 * state.t**2)) / 2
@@ -223,13 +226,13 @@ def _solve_composite(
         gradient=zero,
     )
     state, num_steps, result = iterate(
-        step, init, max_steps=self.max_steps, differentiable=differentiable
+        step, init, max_steps=self.max_steps, while_loop=while_loop
     )
     stats = {"num_steps": num_steps, "lipschitz": state.lipschitz}
     return Solution(value=state.x, result=result, aux=None, stats=stats)
 
 
-class ProjectedGradient(AbstractSolver):
+class ProjectedGradient(_AbstractProximalGradient):
     """Projected gradient descent for `min_{x in C(theta)} f(x, theta)`: the
     [`implicitx.solvers.ProximalGradient`][] method with the projection as the prox,
     accelerated by default. Use it with [`implicitx.ProjectedGradientFixedPoint`][].
@@ -237,29 +240,3 @@ class ProjectedGradient(AbstractSolver):
     **Arguments:** as [`implicitx.solvers.ProximalGradient`][] (`rtol = atol = None`
     by default: `1e-8` in float64, about `1.2e-5` in float32).
     """
-
-    rtol: float | None = None
-    atol: float | None = None
-    max_steps: int = eqx.field(default=10_000, static=True)
-    stepsize: float | Array | None = None
-    acceleration: bool = eqx.field(default=True, static=True)
-    initial_lipschitz: float = 1e-3
-
-    def __check_init__(self):
-        check_stepsize(self, self.stepsize)
-        check_stepsize(self, self.initial_lipschitz, "initial_lipschitz")
-
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        differentiable: bool = False,
-    ) -> Solution:
-        if not isinstance(condition, ProjectedGradientFixedPoint):
-            raise TypeError(
-                "`ProjectedGradient` needs a `ProjectedGradientFixedPoint` condition, "
-                f"got `{type(condition).__name__}`."
-            )
-        return _solve_composite(self, condition, theta, x0, differentiable)

@@ -1,9 +1,16 @@
-"""Small helpers shared by the Euclidean projections and the proximal operators:
-hyperparameter conversion and checks, casting, and norms that neither overflow nor
-underflow. Imports nothing else from `implicitx`."""
+"""The bottom layer of implicitx: the bases of its operators (Euclidean projections,
+proximal operators, mirror maps) and the helpers they share (hyperparameter
+conversion and checks, casting, norms that neither overflow nor underflow, default
+tolerances).
 
+Imports nothing of implicitx: conditions, solvers and the operators themselves build
+on it, so that no import of an operator can reach back into the layers above.
+"""
+
+import abc
 from collections.abc import Callable, Mapping
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,3 +186,121 @@ def positive_part_max(*terms: Array) -> Scalar:
     dtype = jnp.result_type(*terms)
     largest = [jnp.max(t) if jnp.ndim(t) > 0 else t for t in terms]
     return jnp.maximum(jnp.max(jnp.stack(largest)), jnp.zeros((), dtype))
+
+
+def default_tolerance(dtype) -> float:
+    """The default relative tolerance of the iterative projections: `eps^(2/3)`
+    (about `4e-11` in float64 and `2.5e-5` in float32)."""
+    return float(jnp.finfo(dtype).eps) ** (2 / 3)
+
+
+# --------------------------------------------------------------------------------------
+# Operator bases
+# --------------------------------------------------------------------------------------
+
+
+class AbstractProjection(eqx.Module):
+    """The Euclidean projection onto a closed convex set `C`:
+    `P(y) = argmin_{x in C} 0.5 ||x - y||^2`.
+
+    A projection is an `equinox.Module`; its hyperparameters (radius, bounds,
+    hyperplane, polytope data, ...) are its fields.
+
+    **Fixed or learnable hyperparameters.** A hyperparameter given as a Python number
+    (and every default) stays a Python `float`: a fixed setting, not a parameter.
+    `equinox.is_inexact_array` does not select it, so the usual
+    `optax.init(eqx.filter(model, eqx.is_inexact_array))` does not train it, and
+    `equinox.filter_jit` treats it as static. To make a hyperparameter learnable,
+    pass it as a JAX array, e.g. `Simplex(jnp.asarray(1.0))`, or build the operator
+    from `theta` inside a function `theta -> projection`: derivatives (forward and
+    reverse mode) then reach it, including through an optimality condition that uses
+    the operator.
+
+    **Invalid hyperparameters.** Values that make the set empty (or the operator
+    undefined), such as a negative radius or `lower > upper`, raise a `ValueError`
+    at construction when they are known. When they are traced (the operator is built
+    inside `jax.jit`, `jax.vmap` or `jax.grad`), the operator returns NaN instead, for
+    that batch element only, with NaN derivatives.
+
+    Projections act on one point (an array of the shape the set is defined for, usually
+    a vector); use `jax.vmap` or [`implicitx.projection.RowWise`][] for batches.
+    """
+
+    @abc.abstractmethod
+    def __call__(self, y: Float[Array, "..."]) -> Float[Array, "..."]:
+        """**Arguments:**
+
+        - `y`: the point to project.
+
+        **Returns:**
+
+        The projection `P(y)`, of the same shape and dtype as `y`.
+        """
+
+    @abc.abstractmethod
+    def violation(self, x: Float[Array, "..."]) -> Scalar:
+        """A non-negative measure of how far `x` is from satisfying the constraints of
+        `C` (for example the largest constraint violation); zero exactly when `x` is
+        in `C`. Used to check feasibility.
+        """
+
+
+class AbstractProx(eqx.Module):
+    """The proximal operator of a convex function `g`:
+    `prox_{s g}(y) = argmin_x 0.5 ||x - y||^2 + s g(x)` for a step size `s > 0`.
+
+    A prox is an `equinox.Module`; the hyperparameters of `g` (regularisation strength,
+    ...) are its fields. As for projections (see
+    [`implicitx.projection.AbstractProjection`][]), a Python number (and every
+    default) stays a fixed Python `float`, not a parameter; pass a JAX array, e.g.
+    `L1(jnp.asarray(0.1))`, or build the prox from `theta`, to make it learnable.
+    Invalid values (a negative strength) raise a `ValueError` at construction when
+    known, and give NaN when traced.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        """**Arguments:**
+
+        - `y`: the point.
+        - `stepsize`: the scaling `s > 0` of `g`.
+
+        **Returns:**
+
+        `prox_{s g}(y)`, of the same shape and dtype as `y`.
+        """
+
+    @abc.abstractmethod
+    def value(self, x: Float[Array, "..."]) -> Scalar:
+        """The value `g(x)` (`inf` outside the domain of `g`)."""
+
+
+class AbstractMirrorMap(eqx.Module):
+    """A mirror map for mirror descent on a convex set `C`: a strictly convex function
+    `phi` (the distance-generating function) with its gradient, and the mirror
+    projection that maps a dual point `z` back to `C`:
+    `project(z) = argmin_{x in C} phi(x) - <z, x>`.
+
+    A mirror-descent step is `x+ = project(gradient(x) - stepsize * grad f(x))`; its
+    fixed points are the solutions of `min_{x in C} f(x)`.
+    """
+
+    @abc.abstractmethod
+    def gradient(self, x: Float[Array, "..."]) -> Float[Array, "..."]:
+        """`grad phi(x)`, mapping a primal point to the dual space."""
+
+    @abc.abstractmethod
+    def project(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
+        """`argmin_{x in C} phi(x) - <z, x>`, mapping a dual point into `C`."""
+
+    def step(
+        self,
+        x: Float[Array, "..."],
+        direction: Float[Array, "..."],
+        stepsize: float | Float[Array, ""],
+    ) -> Float[Array, "..."]:
+        """One mirror-descent step, `project(gradient(x) - stepsize * direction)`.
+        Subclasses may override it with an equivalent, better-behaved formula."""
+        return self.project(self.gradient(x) - stepsize * direction)
