@@ -1220,7 +1220,7 @@ def test_nonfinite_data_raises_with_throw():
         ix.solvers.ProximalGradient(),
         x0=jnp.zeros(3),
     )
-    with pytest.raises(Exception, match="non-finite"):
+    with raises_runtime("non-finite"):
         jax.block_until_ready(argmin(BAD_DATA[1]))
 
 

@@ -675,7 +675,7 @@ def test_arrays_of_any_shape():
     weights = jnp.array([0.1, 0.5, 1.0, 2.0])
     # Per-coordinate strengths broadcast against the point.
     l1 = ix.prox.L1(weights)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Incompatible types for broadcasting"):
         ix.prox.L1(jnp.ones(3))(Y)
     norms = (ix.prox.L2Norm(2.0), ix.prox.LInfNorm(2.0))
 
