@@ -5,6 +5,7 @@ low-rank part. On such systems lineax's Krylov methods may report a failure with
 exact answer (GMRES: stagnation) or success with a wrong one (BiCGStab).
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
@@ -12,8 +13,6 @@ import numpy as np
 import pytest
 
 import implicitx as ix
-
-from .helpers import raises_runtime
 
 
 def _identity_plus_low_rank():
@@ -27,14 +26,11 @@ def _identity_plus_low_rank():
     return matrix, b
 
 
-def _tangent(linear_solver, throw, inexact=False):
+def _tangent(linear_solver, throw):
     matrix, b = _identity_plus_low_rank()
     M, c = jnp.asarray(matrix, jnp.float32), jnp.asarray(b, jnp.float32)
     x = ix.custom_root(
-        lambda x, c: c - M @ x,
-        linear_solver=linear_solver,
-        throw=throw,
-        inexact=inexact,
+        lambda x, c: c - M @ x, linear_solver=linear_solver, throw=throw
     )(lambda c: jnp.linalg.solve(M, c))
     # Forward mode solves A t = B u with A = M, B = I: t = M^{-1} c for u = c.
     return jax.block_until_ready(jax.jvp(x, (c,), (c,))[1])
@@ -61,19 +57,11 @@ def test_bicgstab_false_success_is_refused(throw):
     assert raw.result == lx.RESULTS.successful  # lineax claims success ...
     residual = matrix @ np.asarray(raw.value, np.float64) - b
     assert np.max(np.abs(residual)) > 1e-3 * np.max(np.abs(b))  # ... but is wrong
-    # `inexact=True` solves this one system alone, as above. (By default the same
-    # Krylov run also solves the uniqueness probe as a second column, which here
-    # keeps BiCGStab iterating to a true solution.) Either way, the answer is checked.
     if throw:
-        with raises_runtime("does not solve"):
-            _tangent(bicgstab, throw=True, inexact=True)
+        with pytest.raises((eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError)):
+            _tangent(bicgstab, throw=True)
     else:
-        tangent = _tangent(bicgstab, throw=False, inexact=True)
-        assert np.all(np.isnan(np.asarray(tangent)))
-    exact = np.linalg.solve(matrix, b)
-    default = np.asarray(_tangent(bicgstab, throw=True), np.float64)
-    assert np.max(np.abs(matrix @ default - b)) <= 1e-4 * np.max(np.abs(b))
-    assert np.max(np.abs(default - exact)) <= 1e-3 * np.max(np.abs(exact))
+        assert np.all(np.isnan(np.asarray(_tangent(bicgstab, throw=False))))
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])

@@ -33,7 +33,7 @@ from ._custom_root import (
     custom_fixed_point as custom_fixed_point,
     custom_root as custom_root,
 )
-from ._operators import jacobian_operators as jacobian_operators
+from ._jacobians import jacobian_operators as jacobian_operators
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
 from ._tags import active_set_tag as active_set_tag

@@ -7,10 +7,10 @@ import lineax as lx
 from jaxtyping import PyTree
 
 from ._failure import accepted, guard_tangent
-from ._implicit import frozen, implicit_solve
+from ._implicit import cut_from_differentiation, implicit_solve
 from ._linear_solve import BackwardSolve, check_solver
 from ._results import RESULTS
-from ._solution import checked, Solution
+from ._solution import Solution, with_checked_result
 from ._while_loops import checkpointed_while_loop, lax_while_loop
 
 
@@ -208,7 +208,7 @@ class UnrolledAdjoint(AbstractAdjoint):
     ) -> Solution:
         del residual, tags, condition_name, throw
         x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
-        return checked(solve(theta, x0))
+        return with_checked_result(solve(theta, x0))
 
 
 class OneStepAdjoint(AbstractAdjoint):
@@ -236,8 +236,8 @@ class OneStepAdjoint(AbstractAdjoint):
         throw,
     ) -> Solution:
         del tags, condition_name
-        solve, x0 = frozen(solve, x0)
-        sol = checked(solve(theta, x0))
+        solve, x0 = cut_from_differentiation(solve, x0)
+        sol = with_checked_result(solve(theta, x0))
         x = jax.tree_util.tree_map(jax.lax.stop_gradient, sol.value)
         # x + F(x, theta) - stop_gradient(F(x, theta)): the value of x, the tangent of
         # F in theta (and in the condition's parameters).

@@ -23,9 +23,9 @@ import jax.tree_util as jtu
 
 from ._checks import not_negligible, root_result
 from ._failure import apply_policy
+from ._jacobians import backward_operator
 from ._misc import inexact_leaves_asarray
-from ._operators import a_operator
-from ._solution import checked, Solution
+from ._solution import Solution, with_checked_result
 
 
 def _is_none(x):
@@ -47,14 +47,14 @@ def implicit_solve(residual, solve, theta, x0, *, tags, backward, root_tol) -> S
     - `root_tol`: the tolerance of the root check (see `root_result`), or `None` for
         no check.
     """
-    solve, x0 = frozen(solve, x0)
+    solve, x0 = cut_from_differentiation(solve, x0)
     value, result, aux, stats = _implicit_impl(
         residual, theta, solve, x0, tags=tags, backward=backward, root_tol=root_tol
     )
     return Solution(value=value, result=result, aux=aux, stats=stats)
 
 
-def frozen(solve, x0):
+def cut_from_differentiation(solve, x0):
     """The forward solver and initial guess, cut from differentiation: at a root,
     `x*` depends on neither."""
     solve_dynamic, solve_static = eqx.partition(solve, eqx.is_array)
@@ -66,7 +66,7 @@ def frozen(solve, x0):
 def _implicit_impl(residual, theta, solve, x0, *, tags, backward, root_tol):
     del tags, backward
     theta, x0 = inexact_leaves_asarray((theta, x0))
-    sol = checked(solve(theta, x0))
+    sol = with_checked_result(solve(theta, x0))
     result = sol.result
     if root_tol is not None:
         result = root_result(residual, sol.value, theta, result, root_tol)
@@ -112,7 +112,7 @@ def _implicit_jvp(primals, tangents, *, tags, backward, root_tol):
 
     # B u, with B = dF/d(inputs) at the solution.
     _, b_u = jax.jvp(_residual_at_solution, (diff,), (t_inputs,))
-    operator = a_operator(residual, at, theta, tags)
+    operator = backward_operator(residual, at, theta, tags)
     nonsingular = not_negligible(operator, _residual_at_solution, diff, backward)
     t_value = backward(operator, b_u, nonsingular=nonsingular)
     if not backward.throw:

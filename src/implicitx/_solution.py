@@ -30,7 +30,7 @@ class Solution(eqx.Module):
     stats: dict[str, PyTree[ArrayLike]]
 
 
-def checked(sol: Solution) -> Solution:
+def with_checked_result(sol: Solution) -> Solution:
     """Converts the result code to implicitx's, and reports a non-finite value as a
     failure (`nonfinite_solution`) unless the solve already failed otherwise."""
     result = as_results(sol.result)

@@ -6,7 +6,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from .._operator_base import AbstractMirrorMap
 from ._base import AbstractActiveSetFixedPoint
-from ._operators import resolve
+from ._operator_at import operator_at
 from ._proximal_gradient import check_stepsize, stepsize_or_nan
 
 
@@ -40,7 +40,7 @@ class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
-        mirror_map = resolve(self.mirror_map, AbstractMirrorMap, theta)
+        mirror_map = operator_at(self.mirror_map, AbstractMirrorMap, theta)
         gradient = jax.grad(self.objective)(x, theta)
         step = jnp.asarray(stepsize_or_nan(self.stepsize), x.dtype)
         return mirror_map.step(x, gradient, step)

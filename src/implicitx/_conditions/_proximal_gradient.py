@@ -8,7 +8,7 @@ from jaxtyping import Array, ArrayLike, PyTree, Scalar
 from .._failure import nan_unless
 from .._operator_base import AbstractProjection, AbstractProx, cast_to, is_traced
 from ._base import AbstractActiveSetFixedPoint, AbstractCompositeCondition
-from ._operators import resolve
+from ._operator_at import operator_at
 
 
 # --------------------------------------------------------------------------------------
@@ -95,13 +95,13 @@ class ProximalGradientFixedPoint(
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
-        prox = resolve(self.prox, AbstractProx, theta)
+        prox = operator_at(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
         step = cast_to(stepsize_or_nan(self.stepsize), x)
         return prox(x - step * gradient, step)
 
     def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
-        prox = resolve(self.prox, AbstractProx, theta)
+        prox = operator_at(self.prox, AbstractProx, theta)
         return _checked(self, lambda z, step: prox(z, step))
 
     def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
@@ -142,7 +142,7 @@ class BlockProximalGradientFixedPoint(
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
-        prox = resolve(self.prox, AbstractProx, theta)
+        prox = operator_at(self.prox, AbstractProx, theta)
         gradient = jax.grad(self.objective)(x, theta)
         steps = cast_to(stepsize_or_nan(self.stepsize), x)
         steps = jnp.broadcast_to(steps, x.shape[:1])
@@ -150,13 +150,13 @@ class BlockProximalGradientFixedPoint(
         return jax.vmap(prox)(x - step_rows * gradient, steps)
 
     def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
-        prox = resolve(self.prox, AbstractProx, theta)
+        prox = operator_at(self.prox, AbstractProx, theta)
         rows = lambda z, step: jax.vmap(lambda row: prox(row, step))(z)
         return _checked(self, rows)
 
     def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
         """The rows of `x`: the prox of one row."""
-        prox = resolve(self.prox, AbstractProx, theta)
+        prox = operator_at(self.prox, AbstractProx, theta)
         one = _checked(self, lambda z, step: prox(z, step))
         return lambda x, j, z_j, step: one(z_j, step)
 
@@ -188,13 +188,13 @@ class ProjectedGradientFixedPoint(
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
-        projection = resolve(self.projection, AbstractProjection, theta)
+        projection = operator_at(self.projection, AbstractProjection, theta)
         gradient = jax.grad(self.objective)(x, theta)
         step = cast_to(stepsize_or_nan(self.stepsize), x)
         return projection(x - step * gradient)
 
     def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:
-        projection = resolve(self.projection, AbstractProjection, theta)
+        projection = operator_at(self.projection, AbstractProjection, theta)
         return _checked(self, lambda z, step: projection(z))
 
     def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:

@@ -18,7 +18,7 @@ def _residual_in_theta(theta_diff, args):
     return residual(x, eqx.combine(theta_diff, theta_nondiff))
 
 
-def a_operator(residual, x, theta, tags) -> lx.JacobianLinearOperator:
+def backward_operator(residual, x, theta, tags) -> lx.JacobianLinearOperator:
     """`A = -dF/dx` at `(x, theta)`, for an already closure-converted `residual`."""
     return lx.JacobianLinearOperator(
         _negated_residual, x, (residual, theta), tags=tags, closure_convert=False

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 _Op = TypeVar("_Op")
 
 
-def resolve(op: Any, kind: type[_Op], theta: Any) -> _Op:
+def operator_at(op: Any, kind: type[_Op], theta: Any) -> _Op:
     """`op` is either an operator module (fixed; its array fields are parameters of
     the condition) or a function `theta -> operator` (its hyperparameters come from
     `theta`)."""
