@@ -874,10 +874,9 @@ def test_array_hyperparameter_is_a_parameter_that_gradients_reach(make, field, y
         return jnp.sum(jnp.sin(op(y)))
 
     gradient = getattr(eqx.filter_grad(loss)(operator), field)
-    eps = 1e-6
-    finite_difference = (
-        loss(make(jnp.asarray(2.0 + eps))) - loss(make(jnp.asarray(2.0 - eps)))
-    ) / (2 * eps)
+    finite_difference = finite_difference_jvp(
+        lambda p: loss(make(p)), jnp.asarray(2.0), jnp.asarray(1.0), eps=1e-6
+    )
     assert abs(float(finite_difference)) > 1e-3
     np.testing.assert_allclose(gradient, finite_difference, rtol=1e-6)
     np.testing.assert_allclose(

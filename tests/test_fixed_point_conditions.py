@@ -14,7 +14,7 @@ from sklearn.linear_model import Lasso
 
 import implicitx as ix
 
-from .helpers import assert_tree_allclose
+from .helpers import assert_tree_allclose, finite_difference_jvp
 
 
 # --- Lasso: proximal-gradient fixed point ------------------------------------------
@@ -85,13 +85,12 @@ def test_lasso_derivatives_match_sklearn_finite_differences(mode):
     # piece: the error is only scikit-learn's own tolerance divided by eps.
     eps = 1e-6
     direction = np.random.default_rng(1).standard_normal(N)
-    fd_alpha = (
-        sklearn_lasso(ALPHA + eps, Y_LASSO) - sklearn_lasso(ALPHA - eps, Y_LASSO)
-    ) / (2 * eps)
-    fd_y = (
-        sklearn_lasso(ALPHA, Y_LASSO + eps * direction)
-        - sklearn_lasso(ALPHA, Y_LASSO - eps * direction)
-    ) / (2 * eps)
+    fd_alpha = finite_difference_jvp(
+        lambda alpha: sklearn_lasso(alpha, Y_LASSO), ALPHA, 1.0, eps=eps
+    )
+    fd_y = finite_difference_jvp(
+        lambda y: sklearn_lasso(ALPHA, y), Y_LASSO, direction, eps=eps
+    )
     argmin = lasso_argmin()
     tangent = {"alpha": jnp.array(1.0), "y": jnp.asarray(direction)}
     if mode == "jvp":
@@ -222,7 +221,7 @@ def test_svm_hypergradient_against_finite_differences(kind):
     log_lam = jnp.log(20.0)
     grad = jax.grad(outer)(log_lam)
     eps = 1e-4
-    fd = (outer_reference(log_lam + eps) - outer_reference(log_lam - eps)) / (2 * eps)
+    fd = finite_difference_jvp(outer_reference, log_lam, 1.0, eps=eps)
     assert abs(fd) > 1e-4
     np.testing.assert_allclose(grad, fd, rtol=1e-5)
     _, forward = jax.jvp(outer, (log_lam,), (jnp.array(1.0),))

@@ -13,7 +13,7 @@ from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression
 
 import implicitx as ix
 
-from .helpers import raises_runtime
+from .helpers import finite_difference_jvp, raises_runtime
 
 
 TOL = 1e-12
@@ -337,9 +337,7 @@ def test_solution_and_hypergradient(problem, solver):
     eps = 1e-5
     accurate = _argmin(prob, next(iter(prob.solvers)))
     primal = jax.jit(lambda t: _outer(accurate(t)))
-    fd = (
-        primal(prob.theta + eps * direction) - primal(prob.theta - eps * direction)
-    ) / (2 * eps)
+    fd = finite_difference_jvp(primal, prob.theta, direction, eps=eps)
     assert abs(fd) > 1e-6
     np.testing.assert_allclose(jnp.sum(grad * direction), fd, rtol=1e-5, atol=1e-8)
 

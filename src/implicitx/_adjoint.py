@@ -82,21 +82,18 @@ class ImplicitAdjoint(AbstractAdjoint):
     **Arguments:**
 
     - `linear_solver`: the lineax solver for the backward system. Default `None`:
-        chosen from the structure of `A` — for systems of size at most
-        `dense_max_size` (500), a dense factorisation (Cholesky when the condition
-        states `A` is definite, LU otherwise); above it, CG (definite `A`) or GMRES
-        (any `A`).
-        Fixed points of proximal, projection and mirror steps tag `A` with
-        `implicitx.active_set_tag` (`A` is the identity plus a part of the rank of the
-        free set): for them GMRES is used above size 100. Solvers valid only for
-        symmetric definite systems (`lineax.CG`, `lineax.Cholesky`) are refused for
-        conditions that do not state it. Every answer is verified by its true
-        residual `||A t - b||`, computed without trusting the tags (so wrong tags are
-        caught), and Krylov solves are checked for singular systems; see the
+        chosen at trace time from the size of `A` and the condition's tags (see
+        [Choosing the backward solver](#choosing-the-backward-solver)). Solvers
+        valid only for symmetric definite systems (`lineax.CG`, `lineax.Cholesky`)
+        are refused for conditions that do not state it. Every answer is verified
+        by its true residual `||A t - b||`, computed without trusting the tags (so
+        wrong tags are caught), and Krylov solves are checked for singular systems;
+        see the
         [failures](../failures.md) page.
     - `dense_max_size`: the largest system solved densely by the default choice.
-        Default `None`: 500, or 100 for systems tagged `implicitx.active_set_tag`. An
-        explicit value applies to every system.
+        Default `None`: the sizes of the table in
+        [Choosing the backward solver](#choosing-the-backward-solver). An explicit
+        value applies to every system.
     - `max_condition`: direct solves (LU, QR, Cholesky) are checked for numerical
         singularity with a cheap lower bound of the condition number of `A`; above
         this value the system is reported singular (see `throw`). Default

@@ -71,8 +71,8 @@ ACTIVE_SET_DENSE_MAX_SIZE = 100
 def default_solver(
     operator: lx.AbstractLinearOperator, dense_max_size: int | None = None
 ) -> lx.AbstractLinearSolver:
-    """Dense LU/Cholesky for small systems; CG or GMRES for large ones (and for
-    moderate ones that are the identity plus an active-set part)."""
+    """The default backward solver: the table in docs/api/adjoints.md ("Choosing the
+    backward solver")."""
     size = operator.in_size()
     if dense_max_size is None:
         if active_set_tag in getattr(operator, "tags", frozenset()):

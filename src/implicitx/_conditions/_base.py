@@ -79,10 +79,9 @@ class AbstractObjectiveCondition(AbstractCondition):
 
 
 class AbstractActiveSetFixedPoint(AbstractFixedPointCondition):
-    """A fixed point of a proximal, projected or mirror step. The Jacobian of the step
-    vanishes on coordinates held at the boundary, so `A = I - dT/dx` is the identity
-    plus a part of the rank of the free set: tagged `implicitx.active_set_tag`, which
-    the default backward solver uses."""
+    """A fixed point of a proximal, projected or mirror step, tagged
+    `implicitx.active_set_tag` (what the tag says, and how the default backward solver
+    uses it: see the adjoints page, "Choosing the backward solver")."""
 
     @property
     def tags(self) -> frozenset[object]:
