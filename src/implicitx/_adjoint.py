@@ -185,7 +185,7 @@ class UnrolledAdjoint(AbstractAdjoint):
         )
 
     def check_solver(self, solver) -> None:
-        if not getattr(solver, "can_unroll", True):
+        if not solver.can_unroll:
             raise ValueError(
                 f"`{type(solver).__name__}` cannot be differentiated through "
                 "(unrolled): it does not run JAX operations that JAX can "

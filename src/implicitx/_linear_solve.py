@@ -245,9 +245,9 @@ def _with_tolerance(solver, tol: float):
 
 
 def _solve_one(system: _System, vector, solver, unique, max_condition, ok_extra):
-    """Solves `A t = vector` with lineax, checks conditioning (direct solvers) or
-    uniqueness (iterative ones, unless inexact), verifies the answer by its true
-    residual, and returns `(t, result)`."""
+    """Solves `A t = vector` with lineax, checks conditioning (direct solvers; the
+    uniqueness of iterative ones arrives in `ok_extra`), verifies the answer by its
+    true residual, and returns `(t, result)`."""
     operator = system.operator
     ok = ok_extra
     state = solver.init(operator, {})
