@@ -151,6 +151,27 @@ def test_singular_default_krylov_above_dense_size():
     assert np.all(np.isnan(nan))
 
 
+@pytest.mark.parametrize("singular", [True, False])
+def test_krylov_probe_spread_null_vector_and_spread_spectrum(singular):
+    # The probe's threshold scales like 1/sqrt(n): a null vector spread over all 600
+    # entries is still found, and a nonsingular spectrum spread over [0.01, 1] (the
+    # probe's loose solve is least accurate there) is not mistaken for a singular one.
+    n = 600
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eig = np.geomspace(0.01, 1.0, n)
+    if singular:
+        eig[0] = 0.0
+    M = jnp.asarray((Q * eig) @ Q.T)
+    b = M @ jnp.asarray(rng.standard_normal(n))  # in the range of M
+    fn = ix.custom_root(lambda x, t: M @ x - t * b)(lambda t: t * jnp.linalg.pinv(M) @ b)
+    if singular:
+        with raises_runtime("singular"):
+            jax.block_until_ready(jax.jacfwd(fn)(1.0))
+    else:
+        assert_tree_allclose(jax.jacfwd(fn)(1.0), jnp.linalg.solve(M, b), rtol=1e-6)
+
+
 def test_singular_gmres_vmapped_cotangents_raise():
     # Reverse mode vmaps one cotangent per output: 8 > 6 of them.
     fn = _valley_solver(8, _GMRES)

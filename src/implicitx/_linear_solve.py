@@ -221,10 +221,19 @@ def _krylov_nonsingular(operator, solver):
     only the lost null-space part of `p` reveals that the solution is not unique.
 
     `A` and `A^T` are singular together, so one probe serves both directions; it is
-    computed once per point (not per tangent), to the accuracy the test needs.
+    computed once per point (not per tangent), and only to the accuracy the test
+    needs: the lost part of `p` along a unit null vector `u` is `(u . p) u`, of size
+    about `0.6 / sqrt(n)` in every entry if `u` is spread out (more if not), so an
+    error threshold of `0.01 / sqrt(n)` (or the square root of the solver's `rtol`,
+    if larger) separates it from the solve's own error. The probe restarts GMRES
+    more often than the main solve, because a loose solve that needs few products
+    then stops after few (lineax tests convergence once per restart cycle).
     """
-    threshold = float(solver.rtol) ** 0.5
+    size = operator.in_size()
+    threshold = max(float(solver.rtol) ** 0.5, 0.01 / size**0.5)
     loose = _with_tolerance(solver, 0.01 * threshold)
+    if isinstance(loose, lx.GMRES) and loose.restart > _PROBE_RESTART:
+        loose = dataclasses.replace(loose, restart=_PROBE_RESTART)
     probe = probe_vector(operator.in_structure())
     sol = lx.linear_solve(operator, operator.mv(probe), loose, throw=False)
     error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
@@ -232,6 +241,9 @@ def _krylov_nonsingular(operator, solver):
     # on it by rounding); the answer itself is still verified by its residual.
     converged = sol.result == lx.RESULTS.successful
     return jnp.logical_not(converged) | (error <= threshold * max_abs(probe))
+
+
+_PROBE_RESTART = 5
 
 
 def _with_tolerance(solver, tol: float):
