@@ -164,7 +164,8 @@ def test_krylov_probe_spread_null_vector_and_spread_spectrum(singular):
         eig[0] = 0.0
     M = jnp.asarray((Q * eig) @ Q.T)
     b = M @ jnp.asarray(rng.standard_normal(n))  # in the range of M
-    fn = ix.custom_root(lambda x, t: M @ x - t * b)(lambda t: t * jnp.linalg.pinv(M) @ b)
+    solution = jnp.linalg.pinv(M) @ b
+    fn = ix.custom_root(lambda x, t: M @ x - t * b)(lambda t: t * solution)
     if singular:
         with raises_runtime("singular"):
             jax.block_until_ready(jax.jacfwd(fn)(1.0))
