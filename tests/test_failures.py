@@ -245,3 +245,11 @@ def test_public_signatures_are_checked():
 
     with pytest.raises(TypeCheckError, match="condition"):
         ix.jacobian_operators(lambda x, t: x - t, jnp.zeros(2), 1.0)  # pyright: ignore
+
+
+def test_renamed_result_codes_keep_their_deprecated_aliases():
+    assert ix.RESULTS.singular_adjoint == ix.RESULTS.adjoint_singular
+    assert ix.RESULTS.adjoint_failed == ix.RESULTS.adjoint_unconverged
+    assert ix.RESULTS.adjoint_singular != ix.RESULTS.adjoint_unconverged
+    assert "singular" in ix.RESULTS[ix.RESULTS.adjoint_singular]
+    assert "did not converge" in ix.RESULTS[ix.RESULTS.adjoint_unconverged]

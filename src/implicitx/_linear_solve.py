@@ -106,14 +106,14 @@ def max_abs(tree):
 
 def _promote(lineax_result) -> RESULTS:
     result = as_results(lineax_result)
-    result = RESULTS.where(result == RESULTS.singular, RESULTS.singular_adjoint, result)
+    result = RESULTS.where(result == RESULTS.singular, RESULTS.adjoint_singular, result)
     failed_iterative = (
         (result == RESULTS.max_steps_reached)
         | (result == RESULTS.breakdown)
         | (result == RESULTS.stagnation)
         | (result == RESULTS.conlim)
     )
-    return RESULTS.where(failed_iterative, RESULTS.adjoint_failed, result)
+    return RESULTS.where(failed_iterative, RESULTS.adjoint_unconverged, result)
 
 
 def _is_iterative(solver) -> bool:
@@ -288,7 +288,7 @@ def _solve_one(system: _System, vector, solver, unique, max_condition, ok_extra)
 
     result = RESULTS.where(
         (result == RESULTS.successful) & jnp.logical_not(ok),
-        RESULTS.singular_adjoint,
+        RESULTS.adjoint_singular,
         result,
     )
     if not unique:  # a pseudo-inverse (least-squares) answer asked for explicitly
@@ -320,7 +320,7 @@ def _solve_one(system: _System, vector, solver, unique, max_condition, ok_extra)
 def _is_accepted(result) -> jax.Array:
     """Codes that a verified residual overrides: a Krylov method that reports
     stagnation or breakdown after reaching the answer."""
-    return result == RESULTS.adjoint_failed
+    return result == RESULTS.adjoint_unconverged
 
 
 def solve_adjoint_system(
@@ -367,7 +367,7 @@ def solve_adjoint_system(
         if inexact and _is_iterative(solver):
             finite = tree_all_finite(value)
             result = RESULTS.where(
-                (result == RESULTS.adjoint_failed) & finite,
+                (result == RESULTS.adjoint_unconverged) & finite,
                 RESULTS.successful,  # pyright: ignore[reportArgumentType]
                 result,
             )

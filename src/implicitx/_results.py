@@ -18,7 +18,7 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "exception, returned non-finite values or reported that it failed. Its "
         "message was shown as a warning."
     )
-    singular_adjoint = (
+    adjoint_singular = (
         "The linear system of implicit differentiation, `A t = B u` with "
         "`A = -dF/dx` evaluated at the solution, is singular or numerically singular "
         "(its estimated condition number exceeds the adjoint's `max_condition`). The "
@@ -28,7 +28,7 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "`ImplicitAdjoint(linear_solver=lineax.SVD())` to ask explicitly for the "
         "minimum-norm (pseudo-inverse) derivative."
     )
-    adjoint_failed = (
+    adjoint_unconverged = (
         "The iterative linear solver of implicit differentiation, for `A t = B u` with "
         "`A = -dF/dx` at the solution, did not converge (maximum number of steps, "
         "breakdown or stagnation). Use a direct solver (e.g. `lineax.LU()`), raise "
@@ -58,6 +58,12 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "the problem the solver solves, or, to differentiate an approximate solution "
         "on purpose, use `implicitx.ImplicitAdjoint(inexact=True)`."
     )
+
+
+# Deprecated names (0.1.0): the same codes. `adjoint_*` now prefixes every
+# failure of the backward solve.
+RESULTS.singular_adjoint = RESULTS.adjoint_singular  # pyright: ignore[reportAttributeAccessIssue]
+RESULTS.adjoint_failed = RESULTS.adjoint_unconverged  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def as_results(result) -> RESULTS:
