@@ -31,7 +31,26 @@ import lineax as lx
 import numpy as np
 
 import implicitx as ix
-from _common import results_name, time_call, write_results
+from _common import PeersRow, results_name, time_call, write_results
+from _problems import (
+    central_difference,
+    lasso_alpha,
+    lasso_data,
+    lasso_smooth,
+    log_loss,
+    logistic_data,
+    logistic_objective,
+    ridge_closed_form,
+    ridge_data,
+    ridge_objective,
+    RIDGE_THETA,
+    SIMPLICES,
+    squared_error,
+    svm_data,
+    svm_dual,
+    svm_validation_loss,
+    uniform_beta,
+)
 
 
 jax.config.update("jax_enable_x64", True)
@@ -139,42 +158,24 @@ def _cast(dtype, *arrays):
     return tuple(jnp.asarray(a, dtype) for a in arrays)
 
 
-def _central_difference(loss, theta, h, *data):
-    """Central finite difference of a jitted forward-only `loss(*data, theta)`."""
-    up = float(loss(*data, jnp.asarray(theta + h)))
-    down = float(loss(*data, jnp.asarray(theta - h)))
-    return (up - down) / (2 * h)
+def _at(loss, *data):
+    """`theta -> loss(*data, theta)`, for `central_difference` (theta a float)."""
+    return lambda theta: loss(*data, jnp.asarray(theta))
 
 
 # --------------------------------------------------------------------------- ridge
 
 
-def _ridge_objective(x, theta, X, y):
-    return 0.5 * jnp.sum((X @ x - y) ** 2) + 0.5 * theta * jnp.sum(x**2)
-
-
-def _ridge_closed_form(theta, X, y):
-    d = X.shape[1]
-    return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d, dtype=X.dtype), X.T @ y)
-
-
-def _ridge_outer(solution, target):
-    return jnp.sum((solution - target) ** 2)
-
-
 def ridge_rows(d, dtypes, quick):
-    rng = np.random.default_rng(0)
     n = 2 * d
-    X0 = rng.standard_normal((n, d))
-    y0 = rng.standard_normal(n)
-    target0 = rng.standard_normal(d)
-    theta0 = 10.0
-    F = jax.grad(_ridge_objective)
+    X0, y0, target0 = ridge_data(d)
+    theta0 = RIDGE_THETA
+    F = jax.grad(ridge_objective)
     definite = frozenset({lx.symmetric_tag, lx.negative_semidefinite_tag})
 
     @jax.jit
     def reference_grad(X, y, target, theta):
-        loss = lambda t: _ridge_outer(_ridge_closed_form(t, X, y), target)
+        loss = lambda t: squared_error(ridge_closed_form(t, X, y), target)
         return jax.grad(loss)(theta)
 
     reference = reference_grad(*_cast(jnp.float64, X0, y0, target0, theta0))
@@ -184,11 +185,11 @@ def ridge_rows(d, dtypes, quick):
         args = _cast(dtype, X0, y0, target0, theta0)
 
         def ours(**kwargs):
-            solver = ix.custom_root(F, **kwargs)(_ridge_closed_form)
+            solver = ix.custom_root(F, **kwargs)(ridge_closed_form)
 
             @jax.jit
             def grad(X, y, target, theta):
-                loss = lambda t: _ridge_outer(solver(t, X, y), target)
+                loss = lambda t: squared_error(solver(t, X, y), target)
                 return jax.grad(loss)(theta), -1
 
             return grad
@@ -197,12 +198,12 @@ def ridge_rows(d, dtypes, quick):
             if not HAVE_JAXOPT:
                 return None
             solver = jaxopt.implicit_diff.custom_root(F, **kwargs)(
-                lambda init, theta, X, y: _ridge_closed_form(theta, X, y)
+                lambda init, theta, X, y: ridge_closed_form(theta, X, y)
             )
 
             @jax.jit
             def grad(X, y, target, theta):
-                loss = lambda t: _ridge_outer(solver(None, t, X, y), target)
+                loss = lambda t: squared_error(solver(None, t, X, y), target)
                 return jax.grad(loss)(theta), -1
 
             return grad
@@ -246,25 +247,10 @@ def ridge_rows(d, dtypes, quick):
 # --------------------------------------------------------------------------- lasso
 
 
-def _lasso_data(n, d, seed=0):
-    rng = np.random.default_rng(seed)
-    w = np.zeros(d)
-    w[: max(1, d // 10)] = rng.standard_normal(max(1, d // 10))
-    X = rng.standard_normal((n, d))
-    y = X @ w + 0.1 * rng.standard_normal(n)
-    X_val = rng.standard_normal((n, d))
-    y_val = X_val @ w + 0.1 * rng.standard_normal(n)
-    return X, y, X_val, y_val
-
-
-def _lasso_smooth(w, X, y):
-    return 0.5 * jnp.sum((X @ w - y) ** 2) / X.shape[0]
-
-
 def _ix_lasso(X, y, tol, max_steps, **options):
     return ix.ImplicitArgmin(
         ix.ProximalGradientFixedPoint(
-            lambda w, alpha: _lasso_smooth(w, X, y), lambda alpha: ix.prox.L1(alpha)
+            lambda w, alpha: lasso_smooth(w, X, y), lambda alpha: ix.prox.L1(alpha)
         ),
         ix.solvers.ProximalGradient(rtol=tol, atol=tol, max_steps=max_steps, **options),
         x0=jnp.zeros(X.shape[1], X.dtype),
@@ -288,14 +274,14 @@ def _lasso_grads(tol, maxiter, stepsize):
 
         def loss(a):
             sol = argmin.solve(a)
-            return _lasso_smooth(sol.value, X_val, y_val), sol.stats["num_steps"]
+            return lasso_smooth(sol.value, X_val, y_val), sol.stats["num_steps"]
 
         return jax.grad(loss, has_aux=True)(alpha)
 
     theirs = None
     if HAVE_JAXOPT:
         pg = jaxopt.ProximalGradient(
-            fun=_lasso_smooth,
+            fun=lasso_smooth,
             prox=jaxopt.prox.prox_lasso,
             tol=tol,
             maxiter=maxiter,
@@ -309,7 +295,7 @@ def _lasso_grads(tol, maxiter, stepsize):
 
             def loss(a):
                 sol = pg.run(w0, a, X, y)
-                return _lasso_smooth(sol.params, X_val, y_val), sol.state.iter_num
+                return lasso_smooth(sol.params, X_val, y_val), sol.state.iter_num
 
             return jax.grad(loss, has_aux=True)(alpha)
 
@@ -317,19 +303,19 @@ def _lasso_grads(tol, maxiter, stepsize):
 
 
 def lasso_rows(n, d, dtypes, quick):
-    data0 = _lasso_data(n, d)
+    data0 = lasso_data(n, d)
     X, y = data0[0], data0[1]
-    alpha0 = 0.1 * float(np.max(np.abs(X.T @ y))) / n
+    alpha0 = lasso_alpha(X, y)
     maxiter = 100_000
 
     @jax.jit
     def tight_loss(X, y, X_val, y_val, alpha):
         w = _ix_lasso(X, y, 1e-14, maxiter)(alpha)
-        return _lasso_smooth(w, X_val, y_val)
+        return lasso_smooth(w, X_val, y_val)
 
     data64 = _cast(jnp.float64, *data0)
     h = 1e-6 * alpha0
-    reference = _central_difference(tight_loss, alpha0, h, *data64)
+    reference = central_difference(_at(tight_loss, *data64), alpha0, h)
     lipschitz = float(np.linalg.eigvalsh(X.T @ X / n)[-1])
     variants = (("FISTA, line search", None), ("ISTA, step 1/L", 1 / lipschitz))
     tags = _ix_lasso(X, y, 1e-8, 1).condition.tags
@@ -357,54 +343,27 @@ def lasso_rows(n, d, dtypes, quick):
 # ----------------------------------------------------------------------------- SVM
 
 
-def _svm_data(n, p, k, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, p))
-    # Labels that depend on the features (so that validation loss is informative).
-    W_true = rng.standard_normal((p, k))
-    labels = np.argmax(X @ W_true + 0.5 * rng.standard_normal((n, k)), axis=1)
-    Y = np.eye(k)[labels]
-    X_val = rng.standard_normal((n, p))
-    labels_val = np.argmax(X_val @ W_true + 0.5 * rng.standard_normal((n, k)), axis=1)
-    Y_val = np.eye(k)[labels_val]
-    return X, Y, X_val, Y_val
-
-
-def _svm_dual(beta, lam, X, Y):
-    W = X.T @ (Y - beta)
-    return 0.5 / lam * jnp.sum(W**2) + jnp.sum(beta * Y)
-
-
-def _svm_outer(beta, lam, X, Y, X_val, Y_val):
-    W = X.T @ (Y - beta) / lam
-    logits = X_val @ W
-    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.sum(logits * Y_val, axis=1))
-
-
 def _ix_svm_pg(X, Y, tol, max_steps, **options):
-    n, k = Y.shape
     return ix.ImplicitArgmin(
         ix.ProjectedGradientFixedPoint(
-            lambda beta, lam: _svm_dual(beta, lam, X, Y),
-            ix.projection.RowWise(ix.projection.Simplex()),
+            lambda beta, lam: svm_dual(beta, lam, X, Y), SIMPLICES
         ),
         ix.solvers.ProjectedGradient(
             rtol=tol, atol=tol, max_steps=max_steps, **options
         ),
-        x0=jnp.full((n, k), 1.0 / k, X.dtype),
+        x0=uniform_beta(Y),
     )
 
 
 def _ix_svm_md(X, Y, stepsize, tol, max_steps):
-    n, k = Y.shape
     return ix.ImplicitArgmin(
         ix.MirrorDescentFixedPoint(
-            lambda beta, lam: _svm_dual(beta, lam, X, Y),
+            lambda beta, lam: svm_dual(beta, lam, X, Y),
             ix.mirror.NegativeEntropySimplex(),
             stepsize=stepsize,
         ),
         ix.solvers.MirrorDescent(rtol=tol, atol=tol, max_steps=max_steps),
-        x0=jnp.full((n, k), 1.0 / k, X.dtype),
+        x0=uniform_beta(Y),
     )
 
 
@@ -423,7 +382,7 @@ def _svm_grads(tol, maxiter, md_stepsize, pg_stepsize):
 
         def loss(t):
             sol = argmin.solve(t)
-            outer = _svm_outer(sol.value, t, X, Y, X_val, Y_val)
+            outer = svm_validation_loss(sol.value, t, X, Y, X_val, Y_val)
             return outer, sol.stats["num_steps"]
 
         return jax.grad(loss, has_aux=True)(lam)
@@ -434,7 +393,7 @@ def _svm_grads(tol, maxiter, md_stepsize, pg_stepsize):
 
         def loss(t):
             sol = argmin.solve(t)
-            outer = _svm_outer(sol.value, t, X, Y, X_val, Y_val)
+            outer = svm_validation_loss(sol.value, t, X, Y, X_val, Y_val)
             return outer, sol.stats["num_steps"]
 
         return jax.grad(loss, has_aux=True)(lam)
@@ -442,7 +401,7 @@ def _svm_grads(tol, maxiter, md_stepsize, pg_stepsize):
     theirs_pg = theirs_md = None
     if HAVE_JAXOPT:
         pgd = jaxopt.ProjectedGradient(
-            fun=_svm_dual,
+            fun=svm_dual,
             projection=lambda beta, hp: jax.vmap(jaxopt.projection.projection_simplex)(
                 beta
             ),
@@ -452,7 +411,7 @@ def _svm_grads(tol, maxiter, md_stepsize, pg_stepsize):
             **options,
         )
         md = jaxopt.MirrorDescent(
-            fun=_svm_dual,
+            fun=svm_dual,
             projection_grad=jaxopt.MirrorDescent.make_projection_grad(
                 projection=lambda z, hp: jax.nn.softmax(z, axis=-1),
                 mapping_fun=jnp.log,
@@ -466,12 +425,11 @@ def _svm_grads(tol, maxiter, md_stepsize, pg_stepsize):
         def _theirs(solver):
             @jax.jit
             def grad(X, Y, X_val, Y_val, lam):
-                n, k = Y.shape
-                beta0 = jnp.full((n, k), 1.0 / k, X.dtype)
+                beta0 = uniform_beta(Y)
 
                 def loss(t):
                     sol = solver.run(beta0, None, t, X, Y)
-                    outer = _svm_outer(sol.params, t, X, Y, X_val, Y_val)
+                    outer = svm_validation_loss(sol.params, t, X, Y, X_val, Y_val)
                     return outer, sol.state.iter_num
 
                 return jax.grad(loss, has_aux=True)(lam)
@@ -487,7 +445,7 @@ def svm_rows(n, p, k, lam0, dtypes, quick, mirror):
     """Projected gradient rows (`mirror=False`; fixed-step ones only without
     `quick`), or mirror-descent rows (`mirror=True`; it needs many more steps, hence
     a smaller problem)."""
-    data0 = _svm_data(n, p, k)
+    data0 = svm_data(n, p, k)
     X = data0[0]
     # Mirror-descent step: 1 / (the largest diagonal entry of the Hessian
     # X X^T / lam), the Lipschitz constant of the gradient from l1 to l-infinity.
@@ -500,10 +458,10 @@ def svm_rows(n, p, k, lam0, dtypes, quick, mirror):
     @jax.jit
     def tight_loss(X, Y, X_val, Y_val, lam):
         beta = _ix_svm_pg(X, Y, 1e-14, maxiter)(lam)
-        return _svm_outer(beta, lam, X, Y, X_val, Y_val)
+        return svm_validation_loss(beta, lam, X, Y, X_val, Y_val)
 
     data64 = _cast(jnp.float64, *data0)
-    reference = _central_difference(tight_loss, lam0, 1e-5 * lam0, *data64)
+    reference = central_difference(_at(tight_loss, *data64), lam0, 1e-5 * lam0)
     print(f"SVM: reference hypergradient = {reference:.6g}", flush=True)
     X, Y = data0[0], data0[1]
     argmin = _ix_svm_md(X, Y, 1.0, 1e-8, 1) if mirror else _ix_svm_pg(X, Y, 1e-8, 1)
@@ -540,39 +498,20 @@ def svm_rows(n, p, k, lam0, dtypes, quick, mirror):
 # ---------------------------------------------------- logistic regression (optimistix)
 
 
-def _logistic_data(n, d, seed=0):
-    rng = np.random.default_rng(seed)
-    w = rng.standard_normal(d) / np.sqrt(d)
-    X = rng.standard_normal((n, d))
-    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-X @ w))).astype(np.float64)
-    X_val = rng.standard_normal((n, d))
-    y_val = (rng.uniform(size=n) < 1 / (1 + np.exp(-X_val @ w))).astype(np.float64)
-    return X, y, X_val, y_val
-
-
-def _log_loss(w, X, y):
-    z = X @ w
-    return jnp.mean(jnp.logaddexp(0, z) - y * z)
-
-
-def _logistic_objective(w, log_l2, X, y):
-    return _log_loss(w, X, y) + 0.5 * jnp.exp(log_l2) * jnp.sum(w**2)
-
-
 def logistic_rows(n, d, dtypes, quick):
-    data0 = _logistic_data(n, d)
+    data0 = logistic_data(n, d)
     log_l2_0 = float(np.log(1e-2))
 
     @jax.jit
     def tight_loss(X, y, X_val, y_val, t):
         w = optx.root_find(
-            lambda w, a: jax.grad(_logistic_objective)(w, *a),
+            lambda w, a: jax.grad(logistic_objective)(w, *a),
             optx.Newton(rtol=1e-13, atol=1e-13),
             jnp.zeros(X.shape[1], X.dtype),
             args=(t, X, y),
             max_steps=100,
         ).value
-        return _log_loss(w, X_val, y_val)
+        return log_loss(w, X_val, y_val)
 
     rows = []
     if not HAVE_OPTX:  # (implicitx's own optimistix wrappers need it too)
@@ -583,16 +522,16 @@ def logistic_rows(n, d, dtypes, quick):
                 rows.append(row + ["-", "skipped", "skipped"] + ["-"] * 6)
         return rows
     data64 = _cast(jnp.float64, *data0)
-    reference = _central_difference(tight_loss, log_l2_0, 1e-5, *data64)
+    reference = central_difference(_at(tight_loss, *data64), log_l2_0, 1e-5)
     for dtype in dtypes:
         tol = TOL[dtype]
         args = _cast(dtype, *data0, log_l2_0)
 
         def f(w, theta):
-            return _logistic_objective(w, *theta)
+            return logistic_objective(w, *theta)
 
         def grad_f(w, theta):
-            return jax.grad(_logistic_objective)(w, *theta)
+            return jax.grad(logistic_objective)(w, *theta)
 
         def ours(condition, solver):
             @jax.jit
@@ -603,7 +542,7 @@ def logistic_rows(n, d, dtypes, quick):
 
                 def loss(s):
                     sol = argmin.solve((s, X, y))
-                    return _log_loss(sol.value, X_val, y_val), sol.stats["num_steps"]
+                    return log_loss(sol.value, X_val, y_val), sol.stats["num_steps"]
 
                 return jax.grad(loss, has_aux=True)(t)
 
@@ -621,7 +560,7 @@ def logistic_rows(n, d, dtypes, quick):
                         adjoint=optx.ImplicitAdjoint(),
                         max_steps=256,
                     )
-                    return _log_loss(sol.value, X_val, y_val), sol.stats["num_steps"]
+                    return log_loss(sol.value, X_val, y_val), sol.stats["num_steps"]
 
                 return jax.grad(loss, has_aux=True)(t)
 
@@ -680,21 +619,7 @@ def main():
     svm_size = (20, 50, 3, 100.0) if quick else (100, 300, 5, 1000.0)
     rows += svm_rows(*svm_size, dtypes, quick, mirror=True)
     rows += logistic_rows(*((50, 5) if quick else (500, 50)), dtypes, quick)
-    header = [
-        "problem",
-        "dtype",
-        "peer",
-        "backward solve",
-        "forward steps (ix / peer)",
-        "implicitx run (ms)",
-        "peer run (ms)",
-        "ratio implicitx/peer",
-        "gradient rel. diff",
-        "implicitx vs reference",
-        "peer vs reference",
-        "implicitx compile (s)",
-        "peer compile (s)",
-    ]
+    header = PeersRow.header()
     notes = (
         "Each time is one jitted call computing the hypergradient d(outer loss)/d"
         "(hyperparameter), forward solve included, data passed as arguments (median "
@@ -721,7 +646,7 @@ def main():
     if os.environ.get("XLA_FLAGS"):
         notes += f" Run with XLA_FLAGS={os.environ['XLA_FLAGS']!r}."
     write_results(
-        results_name("hypergradients_vs_peers", quick),
+        results_name(PeersRow.FILE, quick),
         "Hypergradients: implicitx vs JAXopt and optimistix ImplicitAdjoint",
         header,
         rows,

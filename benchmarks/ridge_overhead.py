@@ -11,10 +11,16 @@ import argparse
 import jax
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 
 import implicitx as ix
-from _common import results_name, time_calls, write_results
+from _common import results_name, RidgeOverheadRow, time_calls, write_results
+from _problems import (
+    ridge_closed_form,
+    ridge_data,
+    ridge_objective,
+    RIDGE_THETA,
+    squared_error,
+)
 from implicitx._linear_solve import DENSE_MAX_SIZE  # the default's threshold
 
 
@@ -27,10 +33,10 @@ def _solvers(X, y):
     tol = 1e-4 if X.dtype == jnp.float32 else 1e-10
 
     def closed_form(theta):
-        return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d, dtype=X.dtype), X.T @ y)
+        return ridge_closed_form(theta, X, y)
 
     def f(x, theta):
-        return 0.5 * jnp.sum((X @ x - y) ** 2) + 0.5 * theta * jnp.sum(x**2)
+        return ridge_objective(x, theta, X, y)
 
     solve = ix.solvers.FunctionSolver(lambda theta, x0: closed_form(theta))
     convex = ix.Stationarity(f, convex=True)
@@ -54,7 +60,7 @@ def _hypergradient(name):
     @jax.jit
     def grad(X, y, target, theta):
         solver = _solvers(X, y)[name]
-        return jax.grad(lambda t: jnp.sum((solver(t) - target) ** 2))(theta)
+        return jax.grad(lambda t: squared_error(solver(t), target))(theta)
 
     return grad
 
@@ -64,12 +70,8 @@ def _forward(X, y, target, theta):
 
 
 def run(d, dtype):
-    rng = np.random.default_rng(0)
-    n = 2 * d
-    X = jnp.asarray(rng.standard_normal((n, d)), dtype)
-    y = jnp.asarray(rng.standard_normal(n), dtype)
-    target = jnp.asarray(rng.standard_normal(d), dtype)
-    theta = jnp.asarray(10.0, dtype)
+    X, y, target = (jnp.asarray(a, dtype) for a in ridge_data(d))
+    theta = jnp.asarray(RIDGE_THETA, dtype)
     args = (X, y, target, theta)
     names = list(_solvers(X, y))
     fns = {name: _hypergradient(name) for name in names}
@@ -101,17 +103,9 @@ def main():
         for dtype in (jnp.float32, jnp.float64):
             rows += run(d, dtype)
     write_results(
-        results_name("ridge_overhead", args.quick),
+        results_name(RidgeOverheadRow.FILE, args.quick),
         "Hypergradient through ridge: implicit vs autodiff of the closed form",
-        [
-            "d",
-            "dtype",
-            "method",
-            "run (ms)",
-            "ratio to closed form",
-            "relative error",
-            "compile (s)",
-        ],
+        RidgeOverheadRow.header(),
         rows,
         "n = 2d samples. Gradient of a squared outer loss w.r.t. the ridge penalty, "
         "including the forward solve (the closed form, for every method). The closed "

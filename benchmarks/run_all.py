@@ -4,11 +4,14 @@
     python benchmarks/run_all.py [--quick]
 
 `--quick` runs small sizes (as CI does, to keep the scripts working); its results go to
-`results/*_quick.*`, and neither the headline nor the README is touched.
+`results/*_quick.*`, and neither the headline nor the README is touched. Results are
+read by the typed rows of `_common.py`: a results file, column or row that the headline
+needs and cannot find is an error (`MissingResult`) naming it; `--quick` checks that
+every file it wrote has its columns.
 """
 
 import argparse
-import json
+import dataclasses
 import math
 import re
 import shutil
@@ -17,7 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-from _common import machine, RESULTS_DIR
+from _common import (
+    machine,
+    MissingResult,
+    PeersRow,
+    RESULTS_DIR,
+    RidgeOverheadRow,
+    SolversRow,
+    SvmFeaturesRow,
+    SvmMemoryRow,
+    TABLES,
+)
 
 
 HERE = Path(__file__).parent
@@ -30,14 +43,234 @@ SCRIPTS = [
     "scaling.py",
 ]
 BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
+DTYPES = ("float64", "float32")  # the order of the columns
 
 
-def _rows(name: str) -> list[dict]:
-    path = RESULTS_DIR / f"{name}.json"
-    if not path.exists():
-        return []
-    payload = json.loads(path.read_text())
-    return [dict(zip(payload["header"], row, strict=True)) for row in payload["rows"]]
+@dataclasses.dataclass(frozen=True)
+class HeadlineRow:
+    """One row of the headline table. `float64` and `float32` are the measured
+    ratios, `None` where the result exists but is not a number (a peer skipped or
+    failed: shown as "not run"), or text; `met` is the verdict, computed from
+    `target` (`≤ x`) unless given."""
+
+    comparison: str
+    float64: float | str | None
+    float32: float | str | None
+    target: str
+    met: str | None = None
+
+
+def _matches(value, want) -> bool:
+    return want(value) if callable(want) else value == want
+
+
+def _select(table, rows, **where) -> list:
+    """The rows (of `table`) whose fields match `where` (a value, or a predicate on
+    the field); `MissingResult` naming the file and the filter if there are none."""
+    out = [r for r in rows if all(_matches(getattr(r, k), w) for k, w in where.items())]
+    if not out:
+        wanted = ", ".join(f"{k} {_describe(w)}" for k, w in where.items())
+        raise MissingResult(f"{table.FILE}: no row with {wanted}")
+    return out
+
+
+def _describe(want) -> str:
+    if callable(want):
+        return "matching " + getattr(want, "label", "a predicate")
+    return f"= {want!r}"
+
+
+def _first_number(rows, field: str) -> float | None:
+    """The first numeric `field` among `rows`, else `None` (not run)."""
+    return next(
+        (v for v in (_number(getattr(r, field)) for r in rows) if v is not None), None
+    )
+
+
+def _number(value) -> float | None:
+    """A cell's value if it is a number, else `None` (a result that was not run)."""
+    return value if isinstance(value, (int, float)) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def _prefix(text: str):
+    """A predicate `field.startswith(text)`, labelled for error messages."""
+
+    def test(value):
+        return value.startswith(text)
+
+    test.label = repr(text + "…")
+    return test
+
+
+def headline(results_dir: Path = RESULTS_DIR) -> list[HeadlineRow]:
+    """The headline rows, read from the results files in `results_dir` by the typed
+    rows of `_common.py`; `MissingResult` names any file, column or row missing."""
+    out = []
+    ridge = RidgeOverheadRow.load(results_dir)
+
+    def implicit(m):
+        return not m.startswith(("closed form", "forward"))
+
+    implicit.label = "an implicit method"
+    cells = []
+    for dtype in DTYPES:
+        rows = _select(RidgeOverheadRow, ridge, d=500, dtype=dtype, method=implicit)
+        ratios = [_number(r.ratio_to_closed_form) for r in rows]
+        ratios = [r for r in ratios if r is not None]
+        cells.append(min(ratios) if ratios else None)
+    out.append(
+        HeadlineRow(
+            "Ridge hypergradient, d = 500: best implicit backward solver / "
+            "autodiff of the closed form",
+            *cells,
+            "≤ 1.2 (float32)",
+        )
+    )
+
+    svm = SvmFeaturesRow.load(results_dir)
+    default = _prefix("implicit (default")
+
+    def svm_cells(field):
+        return [
+            _first_number(
+                _select(SvmFeaturesRow, svm, p=1000, dtype=dt, method=default), field
+            )
+            for dt in DTYPES
+        ]
+
+    out.append(
+        HeadlineRow(
+            "SVM hypergradient, p = 1000, 100 iterations: implicit / forward solve",
+            *svm_cells("time_over_forward"),
+            "≤ 1.2",
+        )
+    )
+    probe_off = "implicit (GMRES, no uniqueness probe)"
+    cost = [
+        _ratio(
+            _first_number(
+                _select(SvmFeaturesRow, svm, p=1000, dtype=dt, method=default), "run_ms"
+            ),
+            _first_number(
+                _select(SvmFeaturesRow, svm, p=1000, dtype=dt, method=probe_off),
+                "run_ms",
+            ),
+        )
+        for dt in DTYPES
+    ]
+    out.append(
+        HeadlineRow(
+            "SVM hypergradient, p = 1000: implicit default / the same without the "
+            "Krylov uniqueness probe (the cost of the check)",
+            *cost,
+            "≤ 1.1",
+        )
+    )
+    speedups = svm_cells("unrolled_time_over_time")
+    out.append(
+        HeadlineRow(
+            "SVM hypergradient, p = 1000: implicit / unrolled",
+            *[None if ratio is None else 1.0 / ratio for ratio in speedups],
+            "≤ 0.55",
+        )
+    )
+
+    memory = SvmMemoryRow.load(results_dir)
+    if not memory:
+        raise MissingResult(f"{SvmMemoryRow.FILE}: no rows")
+    top = max(r.iterations for r in memory)
+    low = min(r.iterations for r in memory)
+
+    def mem(iterations, method):
+        def kind(m):  # the method's first word
+            return m.split(" ")[0] == method
+
+        kind.label = repr(method + " …")
+        return _select(SvmMemoryRow, memory, iterations=iterations, method=kind)[
+            -1
+        ].memory_mib
+
+    out.append(
+        HeadlineRow(
+            f"SVM, p = 1000, float32: memory (MiB) implicit / unrolled at {low} "
+            f"and {top} iterations",
+            "-",
+            f"{mem(low, 'implicit'):.2g} / {mem(low, 'unrolled'):.2g}, "
+            f"{mem(top, 'implicit'):.2g} / {mem(top, 'unrolled'):.2g}",
+            "implicit flat",
+            "yes" if mem(top, "implicit") <= 1.05 * mem(low, "implicit") else "no",
+        )
+    )
+
+    # Against JAXopt and optimistix: each library with its default backward solver,
+    # and the ridge problem with the same (LU) backward solver on both sides.
+    peers = [
+        r
+        for r in PeersRow.load(results_dir)
+        if r.backward_solve.startswith("defaults")
+        or (r.problem.startswith("ridge") and r.backward_solve == "both LU")
+    ]
+    if not peers:
+        raise MissingResult(f"{PeersRow.FILE}: no row with default or LU solves")
+    problems = []
+    for r in peers:
+        same = "defaults" if r.backward_solve.startswith("defaults") else "both LU"
+        if (r.problem, same, r.peer) not in problems:
+            problems.append((r.problem, same, r.peer))
+    for problem, same, peer in problems:
+        cells = [
+            _first_number(
+                _select(
+                    PeersRow,
+                    peers,
+                    problem=problem,
+                    dtype=dt,
+                    peer=peer,
+                    backward_solve=_prefix(same),
+                ),
+                "ratio",
+            )
+            for dt in DTYPES
+        ]
+        backward = "default backward solves" if same == "defaults" else "both LU"
+        out.append(
+            HeadlineRow(
+                f"Hypergradient vs {peer}: {problem}, {backward}; implicitx / peer",
+                *cells,
+                "≤ 1.0",
+            )
+        )
+
+    solvers = SolversRow.load(results_dir)
+    if not solvers:
+        raise MissingResult(f"{SolversRow.FILE}: no rows")
+    seen = []
+    for r in solvers:
+        if (r.problem, r.solver) in seen:
+            continue
+        seen.append((r.problem, r.solver))
+        cells = [
+            _first_number(
+                _select(
+                    SolversRow, solvers, problem=r.problem, solver=r.solver, dtype=dt
+                ),
+                "ratio",
+            )
+            for dt in DTYPES
+        ]
+        out.append(
+            HeadlineRow(
+                f"Forward solver vs JAXopt 0.8.5: {r.problem}, {r.solver}; "
+                "implicitx / JAXopt",
+                *cells,
+                "≤ 1.0",
+            )
+        )
+    return out
 
 
 def _fmt(value) -> str:
@@ -48,172 +281,39 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _pick(rows, column, **where):
-    values = [
-        r[column]
-        for r in rows
-        if all((w(r[k]) if callable(w) else r[k] == w) for k, w in where.items())
-        and isinstance(r[column], (int, float))
-    ]
-    return values
-
-
-def headline() -> list[list[str]]:
-    out = []
-    ridge = _rows("ridge_overhead")
-    implicit = lambda m: not m.startswith(("closed form", "forward"))
-    cells = []
-    for dtype in ("float64", "float32"):  # the order of the columns
-        ratios = _pick(
-            ridge, "ratio to closed form", d=500, dtype=dtype, method=implicit
-        )
-        cells.append(min(ratios) if ratios else None)
-    out.append(
-        [
-            "Ridge hypergradient, d = 500: best implicit backward solver / "
-            "autodiff of the closed form",
-            *cells,
-            "≤ 1.2 (float32)",
-        ]
-    )
-
-    svm = _rows("svm_implicit_vs_unrolled")
-    default = lambda m: m.startswith("implicit (default")
-
-    def svm_cell(column, method):
-        return [
-            next(iter(_pick(svm, column, p=1000, dtype=dt, method=method)), None)
-            for dt in ("float64", "float32")
-        ]
-
-    out.append(
-        [
-            "SVM hypergradient, p = 1000, 100 iterations: implicit / forward solve",
-            *svm_cell("time / forward", default),
-            "≤ 1.2",
-        ]
-    )
-    out.append(
-        [
-            "SVM hypergradient, p = 1000: implicit / unrolled",
-            *[
-                None if ratio is None else 1.0 / ratio
-                for ratio in svm_cell("unrolled time / time", default)
-            ],
-            "≤ 0.55",
-        ]
-    )
-    memory = _rows("svm_memory_vs_iterations")
-    mem = {
-        (r["iterations"], r["method"].split(" ")[0]): r["memory (MiB)"] for r in memory
-    }
-    if mem:
-        top = max(i for i, _ in mem)
-        low = min(i for i, _ in mem)
-        out.append(
-            [
-                f"SVM, p = 1000, float32: memory (MiB) implicit / unrolled at {low} "
-                f"and {top} iterations",
-                "-",
-                f"{mem[(low, 'implicit')]:.2g} / {mem[(low, 'unrolled')]:.2g}, "
-                f"{mem[(top, 'implicit')]:.2g} / {mem[(top, 'unrolled')]:.2g}",
-                "implicit flat",
-                "yes"
-                if mem[(top, "implicit")] <= 1.05 * mem[(low, "implicit")]
-                else "no",
-            ]
-        )
-
-    # Against JAXopt and optimistix: each library with its default backward solver,
-    # and the ridge problem with the same (LU) backward solver on both sides.
-    peers = [
-        r
-        for r in _rows("hypergradients_vs_peers")
-        if r["backward solve"].startswith("defaults")
-        or (r["problem"].startswith("ridge") and r["backward solve"] == "both LU")
-    ]
-    problems = []
-    for r in peers:
-        same = "defaults" if r["backward solve"].startswith("defaults") else "both LU"
-        if (r["problem"], same, r["peer"]) not in problems:
-            problems.append((r["problem"], same, r["peer"]))
-    for problem, same, peer in problems:
-        matches = lambda label, same=same: label.startswith(same)
-        cells = [
-            next(
-                iter(
-                    _pick(
-                        peers,
-                        "ratio implicitx/peer",
-                        problem=problem,
-                        dtype=dt,
-                        peer=peer,
-                        **{"backward solve": matches},
-                    )
-                ),
-                None,
-            )
-            for dt in ("float64", "float32")
-        ]
-        backward = "default backward solves" if same == "defaults" else "both LU"
-        out.append(
-            [
-                f"Hypergradient vs {peer}: {problem}, {backward}; implicitx / peer",
-                *cells,
-                "≤ 1.0",
-            ]
-        )
-
-    solvers = _rows("solvers_vs_jaxopt")
-    seen = []
-    for r in solvers:
-        if (r["problem"], r["solver"]) in seen:
-            continue
-        seen.append((r["problem"], r["solver"]))
-        cells = [
-            next(
-                iter(
-                    _pick(
-                        solvers,
-                        "ratio implicitx/JAXopt",
-                        problem=r["problem"],
-                        solver=r["solver"],
-                        dtype=dt,
-                    )
-                ),
-                None,
-            )
-            for dt in ("float64", "float32")
-        ]
-        out.append(
-            [
-                f"Forward solver vs JAXopt 0.8.5: {r['problem']}, {r['solver']}; "
-                "implicitx / JAXopt",
-                *cells,
-                "≤ 1.0",
-            ]
-        )
-    return [[_fmt(c) for c in row[:4]] + [_met(row)] for row in out]
-
-
-def _met(row) -> str:
+def _met(row: HeadlineRow) -> str:
     """Whether the measured ratios meet a `≤ x` target, per dtype (or the verdict
-    given as a fifth element)."""
-    if len(row) == 5:
-        return row[4]
-    _, f64, f32, target = row
-    if not target.startswith("≤"):
+    given in the row)."""
+    if row.met is not None:
+        return row.met
+    if not row.target.startswith("≤"):
         return "see row"
-    bound = float(target[1:].split()[0])
-    only = "float32" if "float32" in target else None
+    bound = float(row.target[1:].split()[0])
+    only = "float32" if "float32" in row.target else None
     misses = [
         name
-        for name, value in (("float64", f64), ("float32", f32))
+        for name, value in (("float64", row.float64), ("float32", row.float32))
         if isinstance(value, float)
         and (only is None or name == only)
         and not value <= bound
     ]
     return "yes" if not misses else "no (" + ", ".join(misses) + ")"
+
+
+def headline_cells(rows: list[HeadlineRow]) -> list[list[str]]:
+    """The table's cells: comparison, float64, float32, target, met."""
+    return [
+        [_fmt(c) for c in (r.comparison, r.float64, r.float32, r.target)] + [_met(r)]
+        for r in rows
+    ]
+
+
+def check_tables(results_dir: Path = RESULTS_DIR, quick: bool = False) -> None:
+    """Reads every results file by its typed row: `MissingResult` if one is missing
+    or lacks a column (what `--quick` checks, as its small runs lack the headline's
+    sizes)."""
+    for table in TABLES:
+        table.load(results_dir, quick=quick)
 
 
 def write_headline() -> str:
@@ -225,7 +325,7 @@ def write_headline() -> str:
         "| comparison | float64 | float32 | target | met |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in headline()]
+    lines += ["| " + " | ".join(row) + " |" for row in headline_cells(headline())]
     text = "\n".join(lines) + "\n"
     (RESULTS_DIR / "headline.md").write_text(text)
     readme = README.read_text()
@@ -249,6 +349,7 @@ def main():
             start = time.perf_counter()
             subprocess.run(command, cwd=HERE, check=True)
             print(f"== {script}: {time.perf_counter() - start:.0f} s", flush=True)
+        check_tables(quick=args.quick)
     if not args.quick:
         # The docs show the figures: copy them where mkdocs finds them.
         figures = HERE.parent / "docs" / "benchmarks"

@@ -24,7 +24,21 @@ import numpy as np
 import optimistix as optx
 
 import implicitx as ix
-from _common import RESULTS_DIR, results_name, time_call, write_results
+from _common import (
+    RESULTS_DIR,
+    results_name,
+    ScalingBatchRow,
+    ScalingSizeRow,
+    time_call,
+    write_results,
+)
+from _problems import (
+    central_difference,
+    lasso_smooth,
+    lasso_split_data,
+    logistic_split_data,
+    signed_log_loss,
+)
 from implicitx._linear_solve import default_solver
 
 
@@ -48,9 +62,7 @@ def _logistic_argmin(tol, data, reference=False):
     X, y, _, _ = data
 
     def f(w, theta):
-        return jnp.mean(jax.nn.softplus(-y * (X @ w))) + 0.5 * jnp.exp(theta) * jnp.sum(
-            w**2
-        )
+        return signed_log_loss(w, X, y) + 0.5 * jnp.exp(theta) * jnp.sum(w**2)
 
     if reference:
         # BFGS's line search compares objective values, so it stalls once the
@@ -68,7 +80,7 @@ def _logistic_argmin(tol, data, reference=False):
 
 def _logistic_outer(x, data):
     _, _, Xv, yv = data
-    return jnp.mean(jax.nn.softplus(-yv * (Xv @ x)))
+    return signed_log_loss(x, Xv, yv)
 
 
 def _lasso_argmin(tol, data, reference=False):
@@ -76,7 +88,7 @@ def _lasso_argmin(tol, data, reference=False):
     X, y, _, _ = data
 
     def f(x, theta):
-        return 0.5 * jnp.mean((X @ x - y) ** 2)
+        return lasso_smooth(x, X, y)
 
     condition = ix.ProximalGradientFixedPoint(f, lambda t: ix.prox.L1(jnp.exp(t)))
     solver = ix.solvers.ProximalGradient(rtol=tol, atol=tol, max_steps=100_000)
@@ -85,34 +97,12 @@ def _lasso_argmin(tol, data, reference=False):
 
 def _lasso_outer(x, data):
     _, _, Xv, yv = data
-    return 0.5 * jnp.mean((Xv @ x - yv) ** 2)
-
-
-def _logistic_data(d, seed=0):
-    rng = np.random.default_rng(seed)
-    n = 2 * d
-    w = rng.standard_normal(d) / np.sqrt(d)
-    X = rng.standard_normal((2 * n, d))
-    y = np.sign(X @ w + 0.5 * rng.standard_normal(2 * n))
-    theta = np.log(0.05)
-    return (X[:n], y[:n], X[n:], y[n:]), theta
-
-
-def _lasso_data(d, seed=0):
-    rng = np.random.default_rng(seed)
-    n = 2 * d
-    w = np.zeros(d)
-    k = max(1, d // 10)
-    w[:k] = rng.standard_normal(k)
-    X = rng.standard_normal((2 * n, d))
-    y = X @ w + 0.5 * rng.standard_normal(2 * n)
-    theta = np.log(0.1 * np.max(np.abs(X[:n].T @ y[:n])) / n)
-    return (X[:n], y[:n], X[n:], y[n:]), theta
+    return lasso_smooth(x, Xv, yv)
 
 
 PROBLEMS = {
-    "logistic (BFGS)": (_logistic_argmin, _logistic_outer, _logistic_data),
-    "lasso (FISTA)": (_lasso_argmin, _lasso_outer, _lasso_data),
+    "logistic (BFGS)": (_logistic_argmin, _logistic_outer, logistic_split_data),
+    "lasso (FISTA)": (_lasso_argmin, _lasso_outer, lasso_split_data),
 }
 
 
@@ -180,9 +170,8 @@ def _reference(problem, d) -> float:
     value = REFERENCE_VALUE[problem]
     data, theta = _cast(*PROBLEMS[problem][2](d), jnp.float64)
     tol = jnp.asarray(REFERENCE_TOL, jnp.float64)
-    plus = float(value(tol, data, theta + FD_STEP))
-    minus = float(value(tol, data, theta - FD_STEP))
-    _REFERENCES[problem, d] = (plus - minus) / (2 * FD_STEP)
+    fd = central_difference(lambda t: value(tol, data, t), theta, FD_STEP)
+    _REFERENCES[problem, d] = fd
     return _REFERENCES[problem, d]
 
 
@@ -375,21 +364,9 @@ def main():
         checked = sizes[-1:] if args.quick else sizes
         size += size_rows(problem, sizes, repeats, checked, trace_lower=not args.quick)
     write_results(
-        results_name("scaling_size", args.quick),
+        results_name(ScalingSizeRow.FILE, args.quick),
         "Hypergradient cost vs problem size",
-        [
-            "problem",
-            "dtype",
-            "d",
-            "forward (ms)",
-            "hypergradient (ms)",
-            "ratio",
-            "compile (s)",
-            "trace (s)",
-            "lower (s)",
-            "backward solver",
-            "relative error",
-        ],
+        ScalingSizeRow.header(),
         size,
         "n = 2d training samples. `forward` is the forward solve plus the outer loss; "
         "`hypergradient` is `jax.grad` of the same (forward solve + backward linear "
@@ -411,18 +388,9 @@ def main():
     for problem in batch_problems:
         batch += batch_rows(problem, batch_d, batches, loop_batch, repeats)
     write_results(
-        results_name("scaling_batch", args.quick),
+        results_name(ScalingBatchRow.FILE, args.quick),
         f"Hypergradient cost vs batch size (vmap), d = {batch_d}",
-        [
-            "problem",
-            "dtype",
-            "method",
-            "B",
-            "total (ms)",
-            "per element (ms)",
-            "per element / B = 1",
-            "compile (s)",
-        ],
+        ScalingBatchRow.header(),
         batch,
         "`vmap`: one jitted `jax.vmap` of the hypergradient over B values of the "
         "hyperparameter (spread over a factor 3 either side of the default; data "

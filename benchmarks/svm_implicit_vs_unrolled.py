@@ -23,8 +23,17 @@ from _common import (
     memory_bytes,
     RESULTS_DIR,
     results_name,
+    SvmFeaturesRow,
+    SvmMemoryRow,
     time_calls,
     write_results,
+)
+from _problems import (
+    SIMPLICES,
+    svm_dual,
+    svm_example_data,
+    svm_validation_loss,
+    uniform_beta,
 )
 
 # The default's dense/GMRES boundary for this condition (it carries
@@ -35,7 +44,6 @@ from implicitx._linear_solve import ACTIVE_SET_DENSE_MAX_SIZE as DENSE_MAX_SIZE
 jax.config.update("jax_enable_x64", True)
 plt.switch_backend("Agg")  # write files, open no window
 
-SIMPLICES = ix.projection.RowWise(ix.projection.Simplex())
 MiB = 2.0**20
 # ||X^T (Y - beta)||^2 grows like p, so lam must too: below about lam = p the
 # solution is the hard-margin one (beta* at vertices, hypergradient ~0); lam = 3p is in
@@ -43,34 +51,10 @@ MiB = 2.0**20
 LAM_PER_FEATURE = 3.0
 
 
-def svm_data(n, p, k, dtype, seed=0):
-    """Training and validation sets as in `examples/svm_hyperparameter.py`: class
-    scores depend on the first 10 features, noisy (Gumbel) labels, one-hot `Y`. Also
-    returns `||X||_2^2`, from which the step size `lam / ||X||_2^2` (1/Lipschitz) is
-    formed."""
-    rng = np.random.default_rng(seed)
-    W_true = 2.0 * rng.normal(size=(p, k)) * (np.arange(p) < 10)[:, None]
-
-    def draw():
-        X = rng.normal(size=(n, p))
-        labels = np.argmax(X @ W_true + rng.gumbel(size=(n, k)), axis=1)
-        return X, np.eye(k)[labels]
-
-    (X, Y), (X_val, Y_val) = draw(), draw()
-    sq_norm = np.linalg.norm(X, 2) ** 2
-    return tuple(jnp.asarray(a, dtype) for a in (X, Y, X_val, Y_val, sq_norm))
-
-
-def dual(beta, lam, X, Y):
-    """`0.5/lam ||X^T (Y - beta)||^2 + <beta, Y>`, minimised over rows of `beta` in
-    the simplex; the primal weights are `W = X^T (Y - beta) / lam`."""
-    return 0.5 / lam * jnp.sum((X.T @ (Y - beta)) ** 2) + jnp.sum(beta * Y)
-
-
 def pg_step(beta, lam, X, Y, sq_norm):
     """One projected-gradient step, `P(beta - eta grad f)` with `eta = lam/||X||^2`."""
     eta = lam / sq_norm
-    return SIMPLICES(beta - eta * jax.grad(dual)(beta, lam, X, Y))
+    return SIMPLICES(beta - eta * jax.grad(svm_dual)(beta, lam, X, Y))
 
 
 def forward(lam, beta0, X, Y, sq_norm, iters):
@@ -79,23 +63,13 @@ def forward(lam, beta0, X, Y, sq_norm, iters):
     return jax.lax.fori_loop(0, iters, body, beta0)
 
 
-def val_loss(beta, lam, X, Y, X_val, Y_val):
-    """Validation softmax cross-entropy of `X_val @ W(beta, lam)`."""
-    logits = X_val @ (X.T @ (Y - beta) / lam)
-    return -jnp.mean(jnp.sum(Y_val * jax.nn.log_softmax(logits), axis=1))
-
-
-def _beta0(Y):
-    return jnp.full(Y.shape, 1.0 / Y.shape[1], Y.dtype)  # centre of every simplex
-
-
 # Every function below takes the data as arguments, not as closed-over constants:
 # XLA would constant-fold closed-over arrays at compile time (slow compiles).
 
 
 def forward_fn(iters):
     def run(log_lam, X, Y, X_val, Y_val, sq_norm):
-        return forward(jnp.exp(log_lam), _beta0(Y), X, Y, sq_norm, iters)
+        return forward(jnp.exp(log_lam), uniform_beta(Y), X, Y, sq_norm, iters)
 
     return run
 
@@ -105,7 +79,7 @@ def residual_fn(iters):
 
     def run(log_lam, X, Y, X_val, Y_val, sq_norm):
         lam = jnp.exp(log_lam)
-        beta = forward(lam, _beta0(Y), X, Y, sq_norm, iters)
+        beta = forward(lam, uniform_beta(Y), X, Y, sq_norm, iters)
         return jnp.max(jnp.abs(pg_step(beta, lam, X, Y, sq_norm) - beta))
 
     return run
@@ -117,8 +91,8 @@ def unrolled_fn(iters):
     def run(log_lam, X, Y, X_val, Y_val, sq_norm):
         def loss(log_lam):
             lam = jnp.exp(log_lam)
-            beta = forward(lam, _beta0(Y), X, Y, sq_norm, iters)
-            return val_loss(beta, lam, X, Y, X_val, Y_val)
+            beta = forward(lam, uniform_beta(Y), X, Y, sq_norm, iters)
+            return svm_validation_loss(beta, lam, X, Y, X_val, Y_val)
 
         return jax.grad(loss)(log_lam)
 
@@ -136,13 +110,13 @@ def implicit_fn(iters, adjoint):
             # no tangent is sent through it.
             eta = jax.lax.stop_gradient(lam) / sq_norm
             condition = ix.ProjectedGradientFixedPoint(
-                lambda beta, lam: dual(beta, lam, X, Y), SIMPLICES, stepsize=eta
+                lambda beta, lam: svm_dual(beta, lam, X, Y), SIMPLICES, stepsize=eta
             )
             solver = ix.solvers.FunctionSolver(
                 lambda lam, x0: forward(lam, x0, X, Y, sq_norm, iters)
             )
-            argmin = ix.ImplicitArgmin(condition, solver, adjoint, x0=_beta0(Y))
-            return val_loss(argmin(lam), lam, X, Y, X_val, Y_val)
+            argmin = ix.ImplicitArgmin(condition, solver, adjoint, x0=uniform_beta(Y))
+            return svm_validation_loss(argmin(lam), lam, X, Y, X_val, Y_val)
 
         return jax.grad(loss)(log_lam)
 
@@ -155,6 +129,9 @@ def implicit_fn(iters, adjoint):
 _BUDGET = float("inf")
 
 
+NO_PROBE = "implicit (GMRES, no uniqueness probe)"
+
+
 def methods(iters, system_size, with_dense=True, dtype=jnp.float64):
     default = "GMRES" if system_size > DENSE_MAX_SIZE else "dense LU"
     out = {
@@ -163,6 +140,12 @@ def methods(iters, system_size, with_dense=True, dtype=jnp.float64):
             iters, ix.ImplicitAdjoint(root_tol=_BUDGET)
         ),
     }
+    if default != "dense LU":
+        # The cost of the Krylov uniqueness probe, the one check that costs a solve:
+        # `inexact=True` (meant for budgeted solves) skips it and nothing else here.
+        out[NO_PROBE] = implicit_fn(
+            iters, ix.ImplicitAdjoint(root_tol=_BUDGET, inexact=True)
+        )
     if with_dense and default != "dense LU":
         out["implicit (dense LU)"] = implicit_fn(
             iters, ix.ImplicitAdjoint(dense_max_size=10**6, root_tol=_BUDGET)
@@ -194,7 +177,7 @@ def sweep_features(sizes, n, k, iters, dtypes, repeats, dense_p):
     rows, curves = [], {}
     for p in sizes:
         for dtype in dtypes:
-            X, Y, X_val, Y_val, sq_norm = svm_data(n, p, k, dtype)
+            X, Y, X_val, Y_val, sq_norm = svm_example_data(n, p, k, dtype)
             lam = LAM_PER_FEATURE * p
             args = (jnp.asarray(np.log(lam), dtype), X, Y, X_val, Y_val, sq_norm)
             residual = float(jax.jit(residual_fn(iters))(*args))
@@ -235,7 +218,7 @@ def sweep_features(sizes, n, k, iters, dtypes, repeats, dense_p):
 
 def sweep_iterations(p, n, k, iter_counts, dtype, repeats):
     rows = []
-    X, Y, X_val, Y_val, sq_norm = svm_data(n, p, k, dtype)
+    X, Y, X_val, Y_val, sq_norm = svm_example_data(n, p, k, dtype)
     lam = LAM_PER_FEATURE * p
     args = (jnp.asarray(np.log(lam), dtype), X, Y, X_val, Y_val, sq_norm)
     for iters in iter_counts:
@@ -290,26 +273,13 @@ def main():
         else ""
     )
     dtype_name = jnp.dtype(dtypes[0]).name
-    name = results_name("svm_implicit_vs_unrolled", args.quick)
+    name = results_name(SvmFeaturesRow.FILE, args.quick)
     plot(curves, dtype_name, RESULTS_DIR / f"{name}.png")
     write_results(
         name,
         f"Multiclass SVM hypergradient: implicit vs unrolled ({iters} inner "
         f"iterations, n = {n}, k = {k})",
-        [
-            "p",
-            "dtype",
-            "method",
-            "run (ms)",
-            "time / forward",
-            "unrolled time / time",
-            "memory (MiB)",
-            "memory / forward",
-            "compile (s)",
-            "d loss / d log lam",
-            "rel. diff to unrolled",
-            "forward residual",
-        ],
+        SvmFeaturesRow.header(),
         rows,
         f"Crammer-Singer dual, n = {n} training and {n} validation samples, k = {k} "
         f"classes, lam = {LAM_PER_FEATURE:g} p (soft margin: below about lam = p the "
@@ -334,19 +304,10 @@ def main():
     dtype = dtypes[0]
     mem_rows = sweep_iterations(mem_p, n, k, iter_counts, dtype, repeats)
     write_results(
-        results_name("svm_memory_vs_iterations", args.quick),
+        results_name(SvmMemoryRow.FILE, args.quick),
         f"Multiclass SVM hypergradient: memory against inner iterations (p = {mem_p}, "
         f"{jnp.dtype(dtype).name})",
-        [
-            "iterations",
-            "method",
-            "run (ms)",
-            "time / forward",
-            "memory (MiB)",
-            "memory / forward",
-            "compile (s)",
-            "forward residual",
-        ],
+        SvmMemoryRow.header(),
         mem_rows,
         f"Same problem as above (n = {n}, k = {k}, lam = "
         f"{LAM_PER_FEATURE * mem_p:g}), with the number of projected-gradient steps "

@@ -1,4 +1,4 @@
-"""Shared problems and checks for the test suite."""
+"""Shared checks for the test suite (the shared problems are in `problems.py`)."""
 
 import jax
 import jax.numpy as jnp
@@ -35,32 +35,6 @@ def tree_dot(x, y):
         jnp.sum(a * b)
         for a, b in zip(jtu.tree_leaves(x), jtu.tree_leaves(y), strict=True)
     )
-
-
-def ridge_data(n=20, d=5, seed=0, dtype=np.float64):
-    rng = np.random.default_rng(seed)
-    X = jnp.asarray(rng.standard_normal((n, d)), dtype=dtype)
-    y = jnp.asarray(rng.standard_normal(n), dtype=dtype)
-    return X, y
-
-
-def ridge_closed_form(X, y, theta):
-    d = X.shape[1]
-    return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d, dtype=X.dtype), X.T @ y)
-
-
-def logistic_data(n=30, d=4, seed=1):
-    rng = np.random.default_rng(seed)
-    X = jnp.asarray(rng.standard_normal((n, d)))
-    w = rng.standard_normal(d)
-    labels = (rng.uniform(size=n) < 1 / (1 + np.exp(-np.asarray(X) @ w))).astype(float)
-    return X, jnp.asarray(2 * labels - 1)
-
-
-def logistic_objective(x, theta, X, y):
-    """L2-regularised logistic regression: smooth, strictly convex, not quadratic."""
-    margins = y * (X @ x)
-    return jnp.sum(jnp.logaddexp(0.0, -margins)) + 0.5 * theta * jnp.sum(x**2)
 
 
 def raises_runtime(match):

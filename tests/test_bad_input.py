@@ -27,13 +27,9 @@ import implicitx.projection as P
 import implicitx.prox as PX
 from implicitx.solvers._external import require
 
-from .helpers import (
-    assert_tree_allclose,
-    finite_difference_jvp,
-    raises_runtime,
-    ridge_closed_form,
-    ridge_data,
-)
+from . import problems
+from .helpers import assert_tree_allclose, finite_difference_jvp, raises_runtime
+from .problems import ridge_closed_form, ridge_data
 
 
 # ======================================================================================
@@ -46,7 +42,7 @@ d = 5
 
 
 def _ridge(w, theta):
-    return 0.5 * jnp.sum((X @ w - y) ** 2) + 0.5 * theta * jnp.sum(w**2)
+    return problems.ridge_objective(w, theta, X, y)
 
 
 def _shift(x, theta):  # root x = theta * (1, ..., 5)
@@ -308,7 +304,7 @@ def test_condition_trace_error_names_theta_and_x():
 def test_fixed_point_map_of_wrong_structure():
     argmin = ix.ImplicitArgmin(
         ix.FixedPoint(lambda x, t: (x, x)),
-        ix.solvers.FixedPointIteration(),
+        ix.solvers.PicardIteration(),
         x0=jnp.zeros(3),
     )
     with pytest.raises(ValueError, match="`T` must return the structure of `x`"):
@@ -342,7 +338,7 @@ def _contraction(x, t):  # T(x) = 0.5 x + t c: fixed point 2 t c, error halves a
 def _budgeted(max_steps, inexact):
     return ix.ImplicitArgmin(
         ix.FixedPoint(_contraction),
-        ix.solvers.FixedPointIteration(max_steps=max_steps),
+        ix.solvers.PicardIteration(max_steps=max_steps),
         ix.ImplicitAdjoint(inexact=inexact),
         x0=jnp.zeros(3),
     )
@@ -374,12 +370,12 @@ def test_budgeted_nonlinear_error_proportional_to_distance():
 
     ratios = []
     exact_x = ix.ImplicitArgmin(
-        ix.FixedPoint(T), ix.solvers.FixedPointIteration(), x0=jnp.zeros(2)
+        ix.FixedPoint(T), ix.solvers.PicardIteration(), x0=jnp.zeros(2)
     )
     for steps in (2, 4, 6):
         argmin = ix.ImplicitArgmin(
             ix.FixedPoint(T),
-            ix.solvers.FixedPointIteration(max_steps=steps),
+            ix.solvers.PicardIteration(max_steps=steps),
             ix.ImplicitAdjoint(inexact=True),
             x0=jnp.zeros(2),
         )
@@ -395,7 +391,7 @@ def test_inexact_backward_solve_only_on_request():
     Xl, yl = ridge_data(n=60, d=40, seed=3)
 
     def f(w, t):
-        return 0.5 * jnp.sum((Xl @ w - yl) ** 2) + 0.5 * t * jnp.sum(w**2)
+        return problems.ridge_objective(w, t, Xl, yl)
 
     def make(inexact):
         return ix.ImplicitArgmin(
@@ -1041,7 +1037,7 @@ TRACED = {
     ),
     "prox_grad-fixed_point_iteration": (
         lambda s: ix.ProximalGradientFixedPoint(quadratic, L1, stepsize=0.2 * s),
-        ix.solvers.FixedPointIteration(),
+        ix.solvers.PicardIteration(),
         lasso_reference,
     ),
     "projected-projected_gradient": (
@@ -1056,7 +1052,7 @@ TRACED = {
     ),
     "gradient_descent-iteration": (
         lambda s: ix.GradientDescentFixedPoint(quadratic, stepsize=0.2 * s),
-        ix.solvers.FixedPointIteration(),
+        ix.solvers.PicardIteration(),
         smooth_reference,
     ),
     "gradient_descent-anderson": (
@@ -1191,7 +1187,7 @@ NONFINITE = {
     ),
     "fixed_point_iteration": (
         ix.GradientDescentFixedPoint(quadratic, stepsize=0.2),
-        ix.solvers.FixedPointIteration(),
+        ix.solvers.PicardIteration(),
         smooth_reference,
     ),
     "anderson": (
@@ -1312,7 +1308,7 @@ STOPPING = {
     ),
     "fixed_point_iteration": (
         ix.FixedPoint(_linear_map),
-        ix.solvers.FixedPointIteration,
+        ix.solvers.PicardIteration,
         linear_map_reference,
     ),
     "anderson": (
@@ -1463,7 +1459,7 @@ MESSAGE = "An external forward solver"
 
 
 def ridge_objective(x, y):
-    return 0.5 * jnp.sum((X_JAX @ x - y) ** 2) + 0.5 * jnp.sum(x**2)
+    return problems.ridge_objective(x, 1.0, X_JAX, y)
 
 
 def ridge_residual(x, y):
@@ -1622,7 +1618,7 @@ def test_nan_in_closed_over_data_is_a_failure():
     X_nan = X_JAX.at[0, 0].set(jnp.nan)
 
     def objective(x, y):
-        return 0.5 * jnp.sum((X_nan @ x - y) ** 2) + 0.5 * jnp.sum(x**2)
+        return problems.ridge_objective(x, 1.0, X_nan, y)
 
     argmin = ix.ImplicitArgmin(
         ix.Stationarity(objective),

@@ -8,12 +8,8 @@ import optimistix as optx
 
 import implicitx as ix
 
-from .helpers import (
-    assert_tree_allclose,
-    finite_difference_jvp,
-    ridge_closed_form,
-    ridge_data,
-)
+from .helpers import assert_tree_allclose, finite_difference_jvp
+from .problems import ridge_closed_form, ridge_data, ridge_gradient, ridge_objective
 
 
 X, y = ridge_data()
@@ -28,13 +24,13 @@ def loss_closed(X_):
 
 def loss_custom_root(X_):
     # F and the solver close over the (traced) X_.
-    F = lambda x, theta: X_.T @ (X_ @ x - y) + theta * x
+    F = lambda x, theta: ridge_gradient(x, theta, X_, y)
     solver = ix.custom_root(F)(lambda theta: ridge_closed_form(X_, y, theta))
     return jnp.sum((solver(THETA) - TARGET) ** 2)
 
 
 def loss_argmin(X_):
-    f = lambda x, theta: 0.5 * jnp.sum((X_ @ x - y) ** 2) + 0.5 * theta * jnp.sum(x**2)
+    f = lambda x, theta: ridge_objective(x, theta, X_, y)
     argmin = ix.ImplicitArgmin(
         ix.Stationarity(f, convex=True),
         ix.solvers.OptimistixRootFinder(optx.Newton(rtol=1e-13, atol=1e-13)),
@@ -66,7 +62,7 @@ def test_closed_over_tracer_and_theta_together():
     # Differentiate with respect to both the closed-over data and theta at once,
     # and to second order.
     def loss(X_, theta):
-        F = lambda x, t: X_.T @ (X_ @ x - y) + t * x
+        F = lambda x, t: ridge_gradient(x, t, X_, y)
         solver = ix.custom_root(F)(lambda t: ridge_closed_form(X_, y, t))
         return jnp.sum((solver(theta) - TARGET) ** 2)
 

@@ -7,7 +7,13 @@ import pytest
 
 import implicitx as ix
 
-from .helpers import assert_tree_allclose, ridge_closed_form, ridge_data
+from .helpers import assert_tree_allclose
+from .problems import (
+    ridge_closed_form,
+    ridge_closed_form_jacobian,
+    ridge_data,
+    ridge_objective,
+)
 
 
 X, y = ridge_data()
@@ -15,8 +21,7 @@ d = X.shape[1]
 
 
 def f(x, theta):
-    residual = X @ x - y
-    return (jnp.sum(residual**2) + theta * jnp.sum(x**2)) / 2
+    return ridge_objective(x, theta, X, y)
 
 
 F = jax.grad(f)
@@ -24,13 +29,11 @@ F = jax.grad(f)
 
 @ix.custom_root(F)
 def ridge_solver(theta):
-    return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), X.T @ y)
+    return ridge_closed_form(X, y, theta)
 
 
 def closed_form_jacobian(theta):
-    # d/dtheta of (X^T X + theta I)^{-1} X^T y = -(X^T X + theta I)^{-1} x*
-    x_star = ridge_closed_form(X, y, theta)
-    return -jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), x_star)
+    return ridge_closed_form_jacobian(X, y, theta)
 
 
 def outer_loss(x):
@@ -127,7 +130,7 @@ def test_custom_fixed_point_gradient_descent_map():
 
     @ix.custom_fixed_point(T)
     def solver(theta):
-        return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), X.T @ y)
+        return ridge_closed_form(X, y, theta)
 
     assert_tree_allclose(jax.jacrev(solver)(THETA), closed_form_jacobian(THETA))
     assert_tree_allclose(jax.jacfwd(solver)(THETA), closed_form_jacobian(THETA))
@@ -138,7 +141,7 @@ def test_custom_fixed_point_gradient_descent_map():
 def test_has_aux_passes_aux_through():
     @ix.custom_root(F, has_aux=True)
     def solver(theta):
-        x = jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), X.T @ y)
+        x = ridge_closed_form(X, y, theta)
         return x, {"norm": jnp.linalg.norm(x), "iters": jnp.array(3)}
 
     x, aux = solver(THETA)
@@ -165,7 +168,7 @@ def test_has_aux_passes_aux_through():
 def test_linear_solver_option(solver):
     @ix.custom_root(F, linear_solver=solver)
     def ridge(theta):
-        return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), X.T @ y)
+        return ridge_closed_form(X, y, theta)
 
     assert_tree_allclose(
         jax.jacrev(ridge)(THETA), closed_form_jacobian(THETA), rtol=1e-8

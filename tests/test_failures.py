@@ -11,7 +11,7 @@ from jaxtyping import Array, Float, jaxtyped
 
 import implicitx as ix
 
-from .helpers import ridge_closed_form, ridge_data
+from .problems import ridge_closed_form, ridge_data, ridge_objective
 
 
 X, y = ridge_data()
@@ -97,7 +97,7 @@ def test_iterative_backward_failure_raises():
 
 
 def _ridge_objective(x, theta):
-    return 0.5 * jnp.sum((X @ x - y) ** 2) + 0.5 * theta * jnp.sum(x**2)
+    return ridge_objective(x, theta, X, y)
 
 
 def _bfgs_argmin(max_steps, throw):

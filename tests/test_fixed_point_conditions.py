@@ -3,35 +3,31 @@
 mirror descent (multiclass SVM dual, against finite differences), block proximal
 gradient, and the linear solvers each condition accepts or refuses."""
 
-import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import optimistix as optx
 import pytest
-from sklearn.linear_model import Lasso
 
 import implicitx as ix
 
+from . import problems
 from .helpers import assert_tree_allclose, finite_difference_jvp
 
 
 # --- Lasso: proximal-gradient fixed point ------------------------------------------
 
-RNG = np.random.default_rng(0)
 N, D = 40, 8
-X_LASSO = RNG.standard_normal((N, D))
 W_TRUE = np.array([2.0, -1.5, 0.0, 0.0, 1.0, 0.0, 0.0, 0.5])
-Y_LASSO = X_LASSO @ W_TRUE + 0.3 * RNG.standard_normal(N)
+X_LASSO, Y_LASSO = problems.lasso_data(W_TRUE, N, np.random.default_rng(0))
 ALPHA = 0.1
 STEP = N / np.linalg.norm(X_LASSO, 2) ** 2  # 1 / Lipschitz constant
 
 
 def lasso_smooth(x, theta):
     # scikit-learn's scaling: (1 / 2n) ||y - X x||^2 + alpha ||x||_1
-    residual = jnp.asarray(X_LASSO) @ x - theta["y"]
-    return 0.5 * jnp.sum(residual**2) / N
+    return problems.least_squares(x, jnp.asarray(X_LASSO), theta["y"])
 
 
 def lasso_argmin(linear_solver=None):
@@ -50,8 +46,7 @@ def lasso_argmin(linear_solver=None):
 
 
 def sklearn_lasso(alpha, y):
-    model = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=1_000_000)
-    return model.fit(X_LASSO, y).coef_
+    return problems.sklearn_lasso(X_LASSO, y, alpha)
 
 
 THETA_LASSO = {"alpha": jnp.array(ALPHA), "y": jnp.asarray(Y_LASSO)}
@@ -139,20 +134,14 @@ def test_gradient_reaches_the_prox_stored_in_the_condition():
 # More features than samples: a unique dual solution. lambda = 20 is in the soft-margin
 # regime (below about 5 the solution is the hard-margin one, constant in lambda).
 N_TR, P, K, N_VAL = 10, 20, 3, 15
-_rng = np.random.default_rng(2)
-X_TR = jnp.asarray(_rng.standard_normal((N_TR, P)))
-Y_TR = jax.nn.one_hot(jnp.asarray(_rng.integers(0, K, N_TR)), K, dtype=jnp.float64)
-X_VAL = jnp.asarray(_rng.standard_normal((N_VAL, P)))
-Y_VAL = jax.nn.one_hot(jnp.asarray(_rng.integers(0, K, N_VAL)), K, dtype=jnp.float64)
-
-
-def svm_weights(beta, lam):
-    return X_TR.T @ (Y_TR - beta) / lam
+X_TR, Y_TR, X_VAL, Y_VAL = problems.svm_data(
+    N_TR, P, K, np.random.default_rng(2), n_val=N_VAL
+)
 
 
 def svm_dual(beta, lam):
     # Crammer-Singer dual, as a minimisation over one simplex per sample.
-    return 0.5 * lam * jnp.sum(svm_weights(beta, lam) ** 2) + jnp.sum(beta * Y_TR)
+    return problems.svm_dual(beta, lam, X_TR, Y_TR)
 
 
 def svm_step(lam):
@@ -188,21 +177,14 @@ def svm_argmin(kind):
 
 
 def validation_loss(beta, lam):
-    scores = X_VAL @ svm_weights(beta, lam)
-    return jnp.mean(jax.nn.logsumexp(scores, axis=1) - jnp.sum(scores * Y_VAL, axis=1))
+    return problems.svm_validation_loss(beta, lam, X_TR, Y_TR, X_VAL, Y_VAL)
 
 
 def test_svm_dual_solution_matches_cvxpy():
     lam = 20.0
-    beta = cp.Variable((N_TR, K))
-    objective = (
-        0.5 / lam * cp.sum_squares(np.asarray(X_TR).T @ (np.asarray(Y_TR) - beta))
-    )
-    objective = objective + cp.sum(cp.multiply(beta, np.asarray(Y_TR)))
-    constraints = [beta >= 0, cp.sum(beta, axis=1) == 1]
-    cp.Problem(cp.Minimize(objective), constraints).solve(solver=cp.CLARABEL)
+    reference = problems.svm_dual_cvxpy(X_TR, Y_TR, lam)
     ours = _pg_solve(jnp.array(lam), None)
-    np.testing.assert_allclose(ours, beta.value, atol=1e-6)
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
     assert np.sum(np.asarray(ours) < 1e-12) > 0  # some dual variables sit at zero
 
 

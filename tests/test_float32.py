@@ -8,7 +8,7 @@ import optimistix as optx
 
 import implicitx as ix
 
-from .helpers import ridge_closed_form, ridge_data
+from .problems import ridge_closed_form, ridge_data, ridge_gradient
 
 
 X, y = ridge_data(dtype=np.float32)
@@ -16,7 +16,7 @@ d = X.shape[1]
 
 
 def test_custom_root_float32_dtypes_and_values():
-    F = lambda x, theta: X.T @ (X @ x - y) + theta * x
+    F = lambda x, theta: ridge_gradient(x, theta, X, y)
 
     @ix.custom_root(F)
     def solver(theta):

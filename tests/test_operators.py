@@ -8,7 +8,7 @@ import optimistix as optx
 
 import implicitx as ix
 
-from .helpers import logistic_data, logistic_objective
+from .problems import logistic_data, logistic_objective
 
 
 Xl, yl = logistic_data()

@@ -301,7 +301,7 @@ PROBLEMS = {
         root_reference,
         {
             "anderson": ix.solvers.AndersonAcceleration(rtol=TOL, atol=TOL),
-            "iteration": ix.solvers.FixedPointIteration(rtol=TOL, atol=TOL),
+            "iteration": ix.solvers.PicardIteration(rtol=TOL, atol=TOL),
             "optimistix": ix.solvers.OptimistixFixedPoint(
                 optx.FixedPointIteration(rtol=TOL, atol=TOL), 10_000
             ),

@@ -130,17 +130,7 @@ class ImplicitAdjoint(AbstractAdjoint):
     def accepts(self, result: RESULTS) -> jax.Array:
         return accepted(result, self.inexact)
 
-    def apply(
-        self,
-        residual,
-        solve,
-        theta,
-        x0,
-        *,
-        tags,
-        condition_name,
-        throw,
-    ) -> Solution:
+    def apply(self, residual, solve, theta, x0, *, tags, condition_name, throw):
         if self.linear_solver is not None:
             check_solver(self.linear_solver, tags, condition_name)
         backward = BackwardSolve(
@@ -192,17 +182,7 @@ class UnrolledAdjoint(AbstractAdjoint):
                 "differentiate. Use the default `ImplicitAdjoint()` with it."
             )
 
-    def apply(
-        self,
-        residual,
-        solve,
-        theta,
-        x0,
-        *,
-        tags,
-        condition_name,
-        throw,
-    ) -> Solution:
+    def apply(self, residual, solve, theta, x0, *, tags, condition_name, throw):
         del residual, tags, condition_name, throw
         x0 = jax.tree_util.tree_map(jax.lax.stop_gradient, x0)
         return with_checked_result(solve(theta, x0))
@@ -221,17 +201,7 @@ class OneStepAdjoint(AbstractAdjoint):
     [`implicitx.ImplicitAdjoint`][] is exact.
     """
 
-    def apply(
-        self,
-        residual,
-        solve,
-        theta,
-        x0,
-        *,
-        tags,
-        condition_name,
-        throw,
-    ) -> Solution:
+    def apply(self, residual, solve, theta, x0, *, tags, condition_name, throw):
         del tags, condition_name
         solve, x0 = cut_from_differentiation(solve, x0)
         sol = with_checked_result(solve(theta, x0))

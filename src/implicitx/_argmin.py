@@ -143,8 +143,22 @@ class ImplicitArgmin(eqx.Module):
             "outputs of the forward solver, which implicitx never differentiates."
         )
         aux = eqxi.nondifferentiable_backward(sol.aux, msg=msg)
+        objective_aux = _objective_aux(condition, value, theta)
+        if objective_aux is not None:
+            if sol.aux is not None:
+                raise ValueError(
+                    f"Both the objective of `{name}` (`has_aux=True`) and the solver "
+                    f"`{type(solver).__name__}` return auxiliary output: keep one."
+                )
+            aux = objective_aux  # a function of the solution: differentiable
         stats = eqxi.nondifferentiable_backward(sol.stats, msg=msg)
         return Solution(value=value, result=sol.result, aux=aux, stats=stats)
+
+
+def _objective_aux(condition, x, theta):
+    """The auxiliary output of the condition's objective at `x`, if it has one."""
+    objective_aux = getattr(condition, "objective_aux", None)
+    return None if objective_aux is None else objective_aux(x, theta)
 
 
 @contextlib.contextmanager

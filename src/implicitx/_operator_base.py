@@ -301,6 +301,10 @@ class AbstractMirrorMap(eqx.Module):
         direction: Float[Array, "..."],
         stepsize: float | Float[Array, ""],
     ) -> Float[Array, "..."]:
-        """One mirror-descent step, `project(gradient(x) - stepsize * direction)`.
-        Subclasses may override it with an equivalent, better-behaved formula."""
-        return self.project(self.gradient(x) - stepsize * direction)
+        """One mirror-descent step, `project(gradient(x) - stepsize * direction)`."""
+        return self._move(x, stepsize * direction)
+
+    def _move(self, x: Array, displacement: Array) -> Array:
+        """`project(gradient(x) - displacement)`. Subclasses may override it with an
+        equivalent, better-behaved formula."""
+        return self.project(self.gradient(x) - displacement)

@@ -1,5 +1,6 @@
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax.tree_util as jtu
@@ -66,15 +67,49 @@ class AbstractFixedPointCondition(AbstractCondition):
         return jtu.tree_map(lambda t, xi: t - xi, image, x)
 
 
-class AbstractObjectiveCondition(AbstractCondition):
+class _AbstractObjective(AbstractCondition):
+    """A condition with a smooth objective `f(x, theta)`: see
+    [`implicitx.AbstractObjectiveCondition`][]."""
+
+    objective: AbstractVar[Callable[[PyTree[Array], PyTree[ArrayLike]], Any]]
+
+    def objective_value(self, x: PyTree[Array], theta: PyTree[ArrayLike]) -> Scalar:
+        """`f(x, theta)`, without its auxiliary output."""
+        out = self.objective(x, theta)
+        return out[0] if _has_aux(self) else out
+
+    def objective_aux(self, x: PyTree[Array], theta: PyTree[ArrayLike]) -> Any:
+        """The auxiliary output of `f` at `(x, theta)`, or `None` without one."""
+        if not _has_aux(self):
+            return None
+        out = self.objective(x, theta)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise ValueError(
+                f"`{type(self).__name__}(..., has_aux=True)`: the objective must "
+                f"return a pair `(value, aux)`, not {type(out).__name__}."
+            )
+        return out[1]
+
+
+def _has_aux(condition) -> bool:
+    # A field of the concrete conditions; a user's own condition without it has none.
+    return getattr(condition, "has_aux", False)
+
+
+class AbstractObjectiveCondition(_AbstractObjective):
     """A condition derived from a smooth objective `f(x, theta) -> scalar` that
     `x*(theta)` minimises. Minimisers use `objective` directly.
+
+    With `has_aux=True` (a field of every implicitx condition with an objective) the
+    objective returns `(value, aux)`. Conditions and solvers then read the value
+    through `objective_value(x, theta)`, and [`implicitx.ImplicitArgmin`][] returns
+    `aux` at the solution, `objective_aux(x*, theta)`, as `Solution.aux`:
+    differentiable like any function of the solution.
 
     `convex=True` states that `f` is convex in `x`, which makes `A` definite up to
     sign, so that symmetric definite linear solvers (CG, Cholesky) become valid.
     """
 
-    objective: AbstractVar[Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]]
     convex: AbstractVar[bool]
 
 
@@ -88,7 +123,7 @@ class AbstractActiveSetFixedPoint(AbstractFixedPointCondition):
         return _ACTIVE_SET
 
 
-class AbstractCompositeCondition(AbstractFixedPointCondition):
+class AbstractCompositeCondition(AbstractFixedPointCondition, _AbstractObjective):
     """The protocol between a composite problem `min_x f(x, theta) + g(x, theta)` and
     the solvers that split it ([`implicitx.solvers.ProximalGradient`][],
     [`implicitx.solvers.ProjectedGradient`][],
@@ -96,7 +131,9 @@ class AbstractCompositeCondition(AbstractFixedPointCondition):
     smooth part and its prox, and never look at its type. Subclass it to make your own
     composite condition work with them.
 
-    - `objective`: the smooth part `f(x, theta) -> scalar`.
+    - `objective`: the smooth part `f(x, theta) -> scalar` (read through
+        `objective_value`; `has_aux` as for
+        [`implicitx.AbstractObjectiveCondition`][]).
     - `prox_at(theta)`: the prox of `g` at `theta`, one callable
         `(z, step) -> prox_{step g}(z)` (a projection ignores `step`; `g = 0` is the
         identity).
@@ -106,10 +143,8 @@ class AbstractCompositeCondition(AbstractFixedPointCondition):
 
     The condition's `stepsize` is the `eta` of its fixed-point map: it shapes `A` but
     not `x*`. Solvers that split the problem choose their own steps and do not use it;
-    solvers that iterate the map (`FixedPointIteration`, `MirrorDescent`) do.
+    solvers that iterate the map (`PicardIteration`, `MirrorDescent`) do.
     """
-
-    objective: AbstractVar[Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]]
 
     @abc.abstractmethod
     def prox_at(self, theta: PyTree[ArrayLike]) -> Callable:

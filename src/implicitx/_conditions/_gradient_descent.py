@@ -28,11 +28,14 @@ class GradientDescentFixedPoint(AbstractCompositeCondition, AbstractObjectiveCon
         non-positive or non-finite value raises a `ValueError`; a traced one makes `T`
         (hence the solve and the derivatives) NaN.
     - `convex`: whether `f` is convex in `x` (makes `A` positive semidefinite).
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     stepsize: float | Array = 1.0
     convex: bool = eqx.field(default=False, static=True)
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
@@ -40,7 +43,7 @@ class GradientDescentFixedPoint(AbstractCompositeCondition, AbstractObjectiveCon
     def fixed_point_map(
         self, x: PyTree[Array], theta: PyTree[ArrayLike]
     ) -> PyTree[Array]:
-        grad = jax.grad(self.objective)(x, theta)
+        grad = jax.grad(self.objective_value)(x, theta)
         step = stepsize_or_nan(self.stepsize)
         return jtu.tree_map(lambda xi, gi: xi - step.astype(xi.dtype) * gi, x, grad)
 

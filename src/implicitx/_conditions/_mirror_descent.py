@@ -1,16 +1,17 @@
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from .._operator_base import AbstractMirrorMap
-from ._base import AbstractActiveSetFixedPoint
+from ._base import _AbstractObjective, AbstractActiveSetFixedPoint
 from ._operator_at import operator_at
 from ._proximal_gradient import check_stepsize, stepsize_or_nan
 
 
-class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
+class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint, _AbstractObjective):
     """The fixed point of a mirror-descent step for
     `x*(theta) = argmin_{x in C} f(x, theta)`:
 
@@ -30,17 +31,20 @@ class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint):
         raises a `ValueError` (a negative step would converge to a maximiser, a zero
         step would make every point a fixed point); a traced one makes `T` (hence the
         solve and the derivatives) NaN.
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     mirror_map: AbstractMirrorMap | Callable[[PyTree[ArrayLike]], AbstractMirrorMap]
     stepsize: float | Array = 1.0
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         mirror_map = operator_at(self.mirror_map, AbstractMirrorMap, theta)
-        gradient = jax.grad(self.objective)(x, theta)
+        gradient = jax.grad(self.objective_value)(x, theta)
         step = jnp.asarray(stepsize_or_nan(self.stepsize), x.dtype)
         return mirror_map.step(x, gradient, step)

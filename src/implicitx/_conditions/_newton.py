@@ -28,18 +28,24 @@ class NewtonFixedPoint(AbstractFixedPointCondition, AbstractObjectiveCondition):
     - `linear_solver`: the lineax solver for the Newton system. Default
         `lineax.AutoLinearSolver(well_posed=True)`.
     - `convex`: whether `f` is convex in `x` (informative only).
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     linear_solver: lx.AbstractLinearSolver = lx.AutoLinearSolver(well_posed=True)
     convex: bool = eqx.field(default=False, static=True)
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def fixed_point_map(
         self, x: PyTree[Array], theta: PyTree[ArrayLike]
     ) -> PyTree[Array]:
         hessian = lx.JacobianLinearOperator(
-            _gradient, x, (self.objective, theta), tags=frozenset({lx.symmetric_tag})
+            _gradient,
+            x,
+            (self.objective_value, theta),
+            tags=frozenset({lx.symmetric_tag}),
         )
-        gradient = _gradient(x, (self.objective, theta))
+        gradient = _gradient(x, (self.objective_value, theta))
         step = lx.linear_solve(hessian, gradient, self.linear_solver).value
         return jtu.tree_map(lambda xi, si: xi - si, x, step)

@@ -1,5 +1,6 @@
 from collections.abc import Callable
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,18 +86,21 @@ class ProximalGradientFixedPoint(
         positive value gives the same derivatives (it only scales `A` on the support).
         A known non-positive or non-finite value raises a `ValueError`; a traced one
         makes `T` (hence the solve and the derivatives) NaN.
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = operator_at(self.prox, AbstractProx, theta)
-        gradient = jax.grad(self.objective)(x, theta)
+        gradient = jax.grad(self.objective_value)(x, theta)
         step = cast_to(stepsize_or_nan(self.stepsize), x)
         return prox(x - step * gradient, step)
 
@@ -132,18 +136,21 @@ class BlockProximalGradientFixedPoint(
         function `theta -> AbstractProx`.
     - `stepsize`: a positive scalar, or one step size per block (shape `(blocks,)`);
         checked as for [`implicitx.ProximalGradientFixedPoint`][].
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     prox: AbstractProx | Callable[[PyTree[ArrayLike]], AbstractProx]
     stepsize: float | Array = 1.0
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         prox = operator_at(self.prox, AbstractProx, theta)
-        gradient = jax.grad(self.objective)(x, theta)
+        gradient = jax.grad(self.objective_value)(x, theta)
         steps = cast_to(stepsize_or_nan(self.stepsize), x)
         steps = jnp.broadcast_to(steps, x.shape[:1])
         step_rows = steps.reshape(steps.shape + (1,) * (x.ndim - 1))
@@ -178,18 +185,21 @@ class ProjectedGradientFixedPoint(
         `lambda theta: ix.projection.L1Ball(theta["radius"])`).
     - `stepsize`: the step size `eta > 0` (does not change solutions or derivatives);
         checked as for [`implicitx.ProximalGradientFixedPoint`][].
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     projection: AbstractProjection | Callable[[PyTree[ArrayLike]], AbstractProjection]
     stepsize: float | Array = 1.0
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
 
     def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
         projection = operator_at(self.projection, AbstractProjection, theta)
-        gradient = jax.grad(self.objective)(x, theta)
+        gradient = jax.grad(self.objective_value)(x, theta)
         step = cast_to(stepsize_or_nan(self.stepsize), x)
         return projection(x - step * gradient)
 

@@ -30,13 +30,16 @@ class Stationarity(AbstractObjectiveCondition):
     - `objective`: the objective `f(x, theta) -> scalar`.
     - `convex`: whether `f` is convex in `x`. Default `False` (only symmetry is
         assumed).
+    - `has_aux`: whether `objective` returns `(value, aux)`: see
+        [`implicitx.AbstractObjectiveCondition`][]. Default `False`.
     """
 
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     convex: bool = eqx.field(default=False, static=True)
+    has_aux: bool = eqx.field(default=False, static=True)
 
     def __call__(self, x: PyTree[Array], theta: PyTree[ArrayLike]) -> PyTree[Array]:
-        return jax.grad(self.objective)(x, theta)
+        return jax.grad(self.objective_value)(x, theta)
 
     @property
     def tags(self) -> frozenset[object]:

@@ -48,14 +48,10 @@ class NegativeEntropySimplex(AbstractMirrorMap):
     def project(self, z: Float[Array, "..."]) -> Float[Array, "..."]:
         return jax.nn.softmax(z, axis=self.axis)
 
-    def step(
-        self,
-        x: Float[Array, "..."],
-        direction: Float[Array, "..."],
-        stepsize: float | Float[Array, ""],
-    ) -> Float[Array, "..."]:
-        scaled = stepsize * direction
+    def _move(self, x: Array, displacement: Array) -> Array:
         # Shift by the minimum along `axis` so the exponent is <= 0 (no overflow).
-        shift = jax.lax.stop_gradient(jnp.min(scaled, axis=self.axis, keepdims=True))
-        weights = x * jnp.exp(-(scaled - shift))
+        shift = jax.lax.stop_gradient(
+            jnp.min(displacement, axis=self.axis, keepdims=True)
+        )
+        weights = x * jnp.exp(-(displacement - shift))
         return weights / jnp.sum(weights, axis=self.axis, keepdims=True)

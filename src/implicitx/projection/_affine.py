@@ -1,7 +1,10 @@
+import abc
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
 from .._operator_base import (
@@ -43,7 +46,32 @@ def _scaled(a: Array, b: Array) -> tuple[Array, Array, Array]:
     return a, b, jnp.dot(a, a)
 
 
-class Hyperplane(AbstractProjection):
+class _AbstractHyperplaneSet(AbstractProjection):
+    """A set bounded by the hyperplane `a . x = b`: the projection removes the
+    `excess` of the residual `a . y - b` along the normal."""
+
+    a: AbstractVar[Float[Array, " n"]]
+    b: AbstractVar[float | Float[Array, ""]]
+
+    def __check_init__(self):
+        _check_hyperplane(type(self).__name__, self.a, self.b)
+
+    @abc.abstractmethod
+    def _excess(self, residual: Array) -> Array:
+        """The part of the residual `a . y - b` outside the set."""
+
+    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
+        a, b, squared = _scaled(cast_to(self.a, y), cast_to(self.b, y))
+        x = y - self._excess(jnp.dot(a, y) - b) / squared * a
+        return nan_unless(_nonzero, x, self.a, point=y)
+
+    def violation(self, x: Float[Array, " n"]) -> Scalar:
+        """The absolute excess of the residual `a . x - b`."""
+        residual = jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x)
+        return jnp.abs(self._excess(residual))
+
+
+class Hyperplane(_AbstractHyperplaneSet):
     """The projection onto the hyperplane `{x : a . x = b}`:
     `P(y) = y - (a . y - b) / ||a||^2 * a`.
 
@@ -59,20 +87,11 @@ class Hyperplane(AbstractProjection):
     a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
     b: float | Float[Array, ""] = eqx.field(converter=hyperparameter)
 
-    def __check_init__(self):
-        _check_hyperplane("Hyperplane", self.a, self.b)
-
-    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        a, b, squared = _scaled(cast_to(self.a, y), cast_to(self.b, y))
-        x = y - (jnp.dot(a, y) - b) / squared * a
-        return nan_unless(_nonzero, x, self.a, point=y)
-
-    def violation(self, x: Float[Array, " n"]) -> Scalar:
-        """The absolute residual `|a . x - b|`."""
-        return jnp.abs(jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x))
+    def _excess(self, residual: Array) -> Array:
+        return residual
 
 
-class Halfspace(AbstractProjection):
+class Halfspace(_AbstractHyperplaneSet):
     """The projection onto the half-space `{x : a . x <= b}`:
     `P(y) = y - max(a . y - b, 0) / ||a||^2 * a`.
 
@@ -88,19 +107,8 @@ class Halfspace(AbstractProjection):
     a: Float[Array, " n"] = eqx.field(converter=jnp.asarray)
     b: float | Float[Array, ""] = eqx.field(converter=hyperparameter)
 
-    def __check_init__(self):
-        _check_hyperplane("Halfspace", self.a, self.b)
-
-    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        a, b, squared = _scaled(cast_to(self.a, y), cast_to(self.b, y))
-        excess = jnp.maximum(jnp.dot(a, y) - b, jnp.zeros((), y.dtype))
-        x = y - excess / squared * a
-        return nan_unless(_nonzero, x, self.a, point=y)
-
-    def violation(self, x: Float[Array, " n"]) -> Scalar:
-        """`max(0, a . x - b)`."""
-        excess = jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x)
-        return jnp.maximum(excess, jnp.zeros((), x.dtype))
+    def _excess(self, residual: Array) -> Array:
+        return jnp.maximum(residual, jnp.zeros((), residual.dtype))
 
 
 class AffineSet(AbstractProjection):

@@ -1,6 +1,6 @@
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Scalar
+from jaxtyping import Array, ArrayLike, Float, Scalar
 
 from .._operator_base import (
     AbstractProjection,
@@ -15,6 +15,11 @@ from .._operator_base import (
 def ordered(lower, upper):
     """`lower <= upper` (false for NaN)."""
     return lower <= upper
+
+
+def bound_violation(x: Array, lower: ArrayLike, upper: ArrayLike) -> Scalar:
+    """`max(0, max_i lower_i - x_i, x_i - upper_i)`, the bounds cast to `x`."""
+    return positive_part_max(cast_to(lower, x) - x, x - cast_to(upper, x))
 
 
 def check_bounds(owner: str, lower, upper):
@@ -53,7 +58,7 @@ class Box(AbstractProjection):
 
     def violation(self, x: Float[Array, "*shape"]) -> Scalar:
         """The largest bound violation `max(0, max_i lower_i - x_i, x_i - upper_i)`."""
-        return positive_part_max(cast_to(self.lower, x) - x, x - cast_to(self.upper, x))
+        return bound_violation(x, self.lower, self.upper)
 
 
 class Hypercube(AbstractProjection):

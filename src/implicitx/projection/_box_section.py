@@ -10,9 +10,8 @@ from .._operator_base import (
     check_hyperparameters,
     hyperparameter,
     nan_unless,
-    positive_part_max,
 )
-from ._box import check_bounds, ordered
+from ._box import bound_violation, check_bounds, ordered
 
 
 def _section_residual(tau: Scalar, args) -> Scalar:
@@ -226,6 +225,7 @@ class BoxSection(AbstractProjection):
 
     def violation(self, x: Float[Array, " n"]) -> Scalar:
         """`max(0, max_i lower_i - x_i, max_i x_i - upper_i, |a . x - b|)`."""
-        lower, upper = self._bounds(x)
         residual = jnp.dot(cast_to(self.a, x), x) - cast_to(self.b, x)
-        return positive_part_max(lower - x, x - upper, jnp.abs(residual))
+        return jnp.maximum(
+            bound_violation(x, self.lower, self.upper), jnp.abs(residual)
+        )

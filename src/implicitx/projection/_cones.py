@@ -6,14 +6,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
+from jaxtyping import Array, Float, Scalar
 
 from .._argmin import ImplicitArgmin
-from .._conditions import AbstractCondition, Root
+from .._conditions import Root
 from .._operator_base import AbstractProjection, safe_norm
 from .._results import as_results
 from .._solution import Solution
-from .._while_loops import lax_while_loop, WhileLoop
+from .._while_loops import lax_while_loop
 from ..solvers import AbstractSolver
 
 
@@ -220,14 +220,7 @@ class _ExpConeRootSolver(AbstractSolver):
 
     max_steps: int = eqx.field(static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         del condition, x0
         v = theta
         assert isinstance(v, jax.Array)

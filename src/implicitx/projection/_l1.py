@@ -5,12 +5,11 @@ from jaxtyping import Array, Float, Scalar
 from .._operator_base import (
     AbstractProjection,
     cast_to,
-    check_hyperparameters,
     hyperparameter,
     nan_unless,
-    nonnegative,
     nonnegative_finite,
 )
+from ._base import AbstractNormBall
 from ._simplex import check_scale, project_simplex
 
 
@@ -21,7 +20,7 @@ def _signs(y: Float[Array, " n"]) -> Float[Array, " n"]:
     return jnp.where(y >= 0, 1, -1).astype(y.dtype)
 
 
-class L1Ball(AbstractProjection):
+class L1Ball(AbstractNormBall):
     """The projection onto the l1 ball `{x : ||x||_1 <= radius}`.
 
     `P(y) = y` inside the ball; outside, `P(y) = sign(y) * Q(|y|)` with `Q` the
@@ -40,24 +39,15 @@ class L1Ball(AbstractProjection):
 
     radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
 
-    def __check_init__(self):
-        check_hyperparameters(
-            "L1Ball", "`radius >= 0`", nonnegative, radius=self.radius
-        )
+    def _norm(self, x: Array) -> Scalar:
+        return jnp.sum(jnp.abs(x))
 
-    def __call__(self, y: Float[Array, " n"]) -> Float[Array, " n"]:
-        radius = cast_to(self.radius, y)
+    def _project(self, y: Float[Array, " n"], radius: Array) -> Float[Array, " n"]:
         signs = _signs(y)
         # An infinite radius is the whole space; the simplex then gets a finite sum.
         finite = jnp.where(radius < jnp.inf, radius, 0)
         outside = signs * project_simplex(signs * y, finite)
-        x = jnp.where(jnp.sum(jnp.abs(y)) <= radius, y, outside)
-        return nan_unless(nonnegative, x, self.radius, point=y)
-
-    def violation(self, x: Float[Array, " n"]) -> Scalar:
-        """`max(0, ||x||_1 - radius)`."""
-        excess = jnp.sum(jnp.abs(x)) - cast_to(self.radius, x)
-        return jnp.maximum(excess, jnp.zeros((), x.dtype))
+        return jnp.where(self._norm(y) <= radius, y, outside)
 
 
 class L1Sphere(AbstractProjection):

@@ -5,16 +5,16 @@ from jaxtyping import Array, Float, Scalar
 from .._operator_base import (
     AbstractProjection,
     cast_to,
-    check_hyperparameters,
     hyperparameter,
     nan_unless,
-    nonnegative,
     nonnegative_finite,
     safe_norm,
 )
+from ._base import AbstractNormBall
+from ._simplex import check_scale
 
 
-class L2Ball(AbstractProjection):
+class L2Ball(AbstractNormBall):
     """The projection onto the Euclidean ball `{x : ||x||_2 <= radius}`:
     `P(y) = y * min(1, radius / ||y||_2)`.
 
@@ -29,21 +29,12 @@ class L2Ball(AbstractProjection):
 
     radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
 
-    def __check_init__(self):
-        check_hyperparameters(
-            "L2Ball", "`radius >= 0`", nonnegative, radius=self.radius
-        )
+    def _norm(self, x: Array) -> Scalar:
+        return safe_norm(x)[0]
 
-    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        radius = cast_to(self.radius, y)
+    def _project(self, y: Array, radius: Array) -> Array:
         norm, safe = safe_norm(y)
-        x = jnp.where(norm > radius, radius / safe, 1) * y
-        return nan_unless(nonnegative, x, self.radius, point=y)
-
-    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
-        """`max(0, ||x||_2 - radius)`."""
-        norm, _ = safe_norm(x)
-        return jnp.maximum(norm - cast_to(self.radius, x), jnp.zeros((), x.dtype))
+        return jnp.where(norm > radius, radius / safe, 1) * y
 
 
 class L2Sphere(AbstractProjection):
@@ -67,9 +58,7 @@ class L2Sphere(AbstractProjection):
     radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
 
     def __check_init__(self):
-        check_hyperparameters(
-            "L2Sphere", "`0 <= radius < inf`", nonnegative_finite, radius=self.radius
-        )
+        check_scale("L2Sphere", self.radius, name="radius")
 
     def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         radius = cast_to(self.radius, y)

@@ -2,17 +2,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Scalar
 
-from .._operator_base import (
-    AbstractProjection,
-    cast_to,
-    check_hyperparameters,
-    hyperparameter,
-    nan_unless,
-    nonnegative,
-)
+from .._operator_base import hyperparameter
+from ._base import AbstractNormBall
 
 
-class LInfBall(AbstractProjection):
+class LInfBall(AbstractNormBall):
     """The projection onto the l-infinity ball `{x : max_i |x_i| <= radius}`:
     `P(y) = clip(y, -radius, radius)`, elementwise.
 
@@ -26,17 +20,8 @@ class LInfBall(AbstractProjection):
 
     radius: float | Float[Array, ""] = eqx.field(default=1.0, converter=hyperparameter)
 
-    def __check_init__(self):
-        check_hyperparameters(
-            "LInfBall", "`radius >= 0`", nonnegative, radius=self.radius
-        )
+    def _norm(self, x: Array) -> Scalar:
+        return jnp.max(jnp.abs(x))
 
-    def __call__(self, y: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        radius = cast_to(self.radius, y)
-        x = jnp.clip(y, -radius, radius)
-        return nan_unless(nonnegative, x, self.radius, point=y)
-
-    def violation(self, x: Float[Array, "*shape"]) -> Scalar:
-        """`max(0, max_i |x_i| - radius)`."""
-        excess = jnp.max(jnp.abs(x)) - cast_to(self.radius, x)
-        return jnp.maximum(excess, jnp.zeros((), x.dtype))
+    def _project(self, y: Array, radius: Array) -> Array:
+        return jnp.clip(y, -radius, radius)

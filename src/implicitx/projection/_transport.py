@@ -1,14 +1,16 @@
 """Projections onto transportation polytopes: Euclidean (dual L-BFGS) and KL
 (Sinkhorn)."""
 
+from typing import NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, ArrayLike, Float, PyTree, Scalar
+from jaxtyping import Array, Float, Scalar
 
 from .._argmin import ImplicitArgmin
-from .._conditions import AbstractCondition, FixedPoint, Stationarity
+from .._conditions import FixedPoint, Stationarity
 from .._operator_base import (
     AbstractProjection,
     cast_to,
@@ -18,10 +20,8 @@ from .._operator_base import (
     nan_unless,
     positive,
 )
-from .._solution import Solution
-from .._while_loops import lax_while_loop, WhileLoop
-from ..solvers import AbstractSolver
-from ..solvers._loop import converged_result
+from ..solvers import OptimistixMinimiser, OptimistixRootFinder, PicardIteration
+from ._polished import Polished
 
 
 def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:
@@ -103,88 +103,49 @@ def _euclidean_plan(y: Array, alpha: Array, beta: Array) -> Array:
     return jnp.where(u > 0, u, jnp.zeros_like(u))
 
 
-def _transport_dual(potentials, theta) -> Scalar:
+class _TransportData(NamedTuple):
+    """The Euclidean projection of `y` onto `U(a, b)`."""
+
+    y: Array
+    a: Array
+    b: Array
+
+
+def _transport_dual(potentials, data: _TransportData) -> Scalar:
     alpha, beta_head = potentials
-    y, a, b = theta
     beta = _with_pinned_last(beta_head)
-    plan = _euclidean_plan(y, alpha, beta)
-    return 0.5 * jnp.sum(plan**2) + jnp.dot(a, alpha) + jnp.dot(b, beta)
+    plan = _euclidean_plan(data.y, alpha, beta)
+    return 0.5 * jnp.sum(plan**2) + jnp.dot(data.a, alpha) + jnp.dot(data.b, beta)
 
 
-class _TransportDualSolver(AbstractSolver):
-    """L-BFGS on the dual, then semismooth Newton (`optimistix.Newton` on the
-    gradient, whose Jacobian is the generalised Hessian) to polish: the dual is
-    piecewise quadratic, so once L-BFGS has found the support of the plan, Newton
-    finishes in a step or two. Converged when the marginals match to `tol`."""
-
-    tol: float | None = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
-
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        del condition, x0
-        y, a, b = theta
-        assert isinstance(y, jax.Array)
-        n, m = y.shape
-        tol = default_tolerance(y.dtype) if self.tol is None else self.tol
-        gradient = jax.grad(_transport_dual)
-        x0 = (jnp.zeros(n, y.dtype), jnp.zeros(m - 1, y.dtype))
-        coarse = optx.minimise(
-            _transport_dual,
-            optx.LBFGS(rtol=tol, atol=tol),
-            x0,
-            args=theta,
-            max_steps=self.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
-            throw=False,
-        )
-        fine = optx.root_find(
-            gradient,
-            optx.Newton(rtol=tol, atol=tol),
-            coarse.value,
-            args=theta,
-            max_steps=16,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
-            throw=False,
-        )
-
-        def marginal_error(potentials):
-            leaves = gradient(potentials, theta)
-            return jnp.max(jnp.concatenate([jnp.abs(g) for g in leaves]))
-
-        coarse_error = marginal_error(coarse.value)
-        fine_error = marginal_error(fine.value)
-        use_fine = fine_error <= coarse_error  # False if NaN.
-        potentials = jax.tree_util.tree_map(
-            lambda u, v: jnp.where(use_fine, u, v), fine.value, coarse.value
-        )
-        error = jnp.where(use_fine, fine_error, coarse_error)
-        scale = jnp.maximum(jnp.max(jnp.abs(a)), jnp.max(jnp.abs(b)))
-        result = converged_result(error <= tol * scale)
-        stats = {
-            "num_steps": coarse.stats["num_steps"],
-            "num_newton_steps": fine.stats["num_steps"],
-        }
-        return Solution(value=potentials, result=result, aux=None, stats=stats)
+def _marginal_error(potentials, data: _TransportData) -> Scalar:
+    """The largest error of the row and column sums (the gradient of the dual),
+    relative to the largest marginal."""
+    gradient = jax.grad(_transport_dual)(potentials, data)
+    error = jnp.max(jnp.concatenate([jnp.abs(g) for g in gradient]))
+    return error / jnp.maximum(jnp.max(data.a), jnp.max(data.b))
 
 
 def _euclidean_transport(
     y: Array, a: Array, b: Array, tol: float | None, max_steps: int, throw: bool
 ) -> Array:
+    tol = default_tolerance(y.dtype) if tol is None else tol
+    # L-BFGS, then semismooth Newton on the gradient (whose Jacobian is the
+    # generalised Hessian): the dual is piecewise quadratic, so once L-BFGS has found
+    # the support of the plan, Newton finishes in a step or two.
+    solver = Polished(
+        OptimistixMinimiser(optx.LBFGS(rtol=tol, atol=tol), max_steps),
+        OptimistixRootFinder(optx.Newton(rtol=tol, atol=tol), max_steps=16),
+        _marginal_error,
+        tol,
+    )
     argmin = ImplicitArgmin(
-        Stationarity(_transport_dual, convex=True),
-        _TransportDualSolver(tol, max_steps),
-        throw=throw,
+        Stationarity(_transport_dual, convex=True), solver, throw=throw
     )
     a, b = cast_to(a, y), cast_to(b, y)
-    safe_a, safe_b = _safe_marginals(a, b)
-    alpha, beta_head = argmin((y, safe_a, safe_b))
+    n, m = y.shape
+    x0 = (jnp.zeros(n, y.dtype), jnp.zeros(m - 1, y.dtype))
+    alpha, beta_head = argmin(_TransportData(y, *_safe_marginals(a, b)), x0)
     x = _euclidean_plan(y, alpha, _with_pinned_last(beta_head))
     return nan_unless(_marginals_valid, x, a, b, point=y)
 
@@ -197,7 +158,7 @@ class TransportPolytope(AbstractProjection):
     polytope is empty and the solver fails).
 
     **Algorithm.** The dual in the row and column potentials `(alpha, beta)` is
-    smooth (piecewise quadratic, once while_loop) and unconstrained, because the
+    smooth (piecewise quadratic, once differentiable) and unconstrained, because the
     inner problem is separable: `P = max(Y - alpha 1^T - 1 beta^T, 0)`. It is
     minimised by `optimistix.LBFGS`, followed by a few semismooth Newton steps
     (`optimistix.Newton` on its gradient) that make the solution accurate to rounding
@@ -247,17 +208,9 @@ class TransportPolytope(AbstractProjection):
 class BirkhoffPolytope(AbstractProjection):
     """The Euclidean projection of a square matrix onto the Birkhoff polytope
     of doubly stochastic matrices, `{P : P >= 0, P 1 = 1, P^T 1 = 1}`: the
-    [`implicitx.projection.TransportPolytope`][] with `a = b = 1`.
-
-    **Derivatives** come from implicit differentiation ([`implicitx.ImplicitArgmin`][])
-    of the stationarity of the dual, in the potentials with the last column potential
-    pinned at zero. They need unique potentials: the bipartite graph of the positive
-    entries of `P(Y)` (rows and columns joined where `P_ij > 0`) must be connected.
-    Otherwise (for example at a vertex of the polytope, such as a permutation matrix
-    for the Birkhoff polytope) the linear system of implicit differentiation is
-    singular and differentiating raises an error. Where an entry of
-    `Y - alpha 1^T - 1 beta^T` is exactly zero the projection has a kink and a
-    one-sided derivative is returned.
+    [`implicitx.projection.TransportPolytope`][] with `a = b = 1`, computed and
+    differentiated as it is (see its **Derivatives**: none exist at a vertex of the
+    polytope, a permutation matrix).
 
     **Arguments:**
 
@@ -284,85 +237,41 @@ class BirkhoffPolytope(AbstractProjection):
 # --------------------------------------------------------------------------------------
 #
 # argmin_{P in U(a, b)} KL(P || exp(Y / eps)) has the form
-# P = exp((Y - f 1^T - 1 g^T) / eps). In log domain, the row update makes the row sums
-# equal to `a`, the column update the column sums equal to `b`:
+# P = exp(S - f 1^T - 1 g^T), with the scores `S = Y / eps` and the potentials `f`, `g`
+# in units of `eps`. In log domain, the row update makes the row sums equal to `a`, the
+# column update the column sums equal to `b`:
 #
-#     f = eps lse_j((Y_ij - g_j) / eps) - eps log a,
-#     g = eps lse_i((Y_ij - f_i) / eps) - eps log b.
+#     f = lse_j(S_ij - g_j) - log a,    g = lse_i(S_ij - f_i) - log b.
 #
 # Composed, they form a map of `g` alone, commuting with shifts `g + c`. Pinning the
-# last column potential at zero makes its fixed point unique.
+# last column potential at zero makes its fixed point unique. Changing `g` by `dg`
+# multiplies the column sums by `exp(-dg)`: the accuracy of the potentials is the
+# relative accuracy of the marginals.
 
 
-def _row_potentials(y, g, a, epsilon):
-    return epsilon * jax.nn.logsumexp((y - g[None, :]) / epsilon, axis=1) - (
-        epsilon * jnp.log(a)
-    )
+class _KLTransportData(NamedTuple):
+    """The KL projection of `exp(scores)` onto `U(a, b)`, in log domain."""
+
+    scores: Array  # Y / epsilon
+    log_a: Array
+    log_b: Array
 
 
-def _column_potentials(y, f, b, epsilon):
-    return epsilon * jax.nn.logsumexp((y - f[:, None]) / epsilon, axis=0) - (
-        epsilon * jnp.log(b)
-    )
+def _row_potentials(data: _KLTransportData, g: Array) -> Array:
+    return jax.nn.logsumexp(data.scores - g[None, :], axis=1) - data.log_a
 
 
-def _sinkhorn_map(g_head: Array, theta) -> Array:
+def _sinkhorn_map(g_head: Array, data: _KLTransportData) -> Array:
     """One Sinkhorn sweep (rows then columns) on the pinned column potentials."""
-    y, a, b, epsilon = theta
-    f = _row_potentials(y, _with_pinned_last(g_head), a, epsilon)
-    g = _column_potentials(y, f, b, epsilon)
+    f = _row_potentials(data, _with_pinned_last(g_head))
+    g = jax.nn.logsumexp(data.scores - f[:, None], axis=0) - data.log_b
     return g[:-1] - g[-1]
 
 
-def _kl_plan(y, g_head, a, epsilon):
+def _kl_plan(data: _KLTransportData, g_head: Array) -> Array:
     g = _with_pinned_last(g_head)
-    f = _row_potentials(y, g, a, epsilon)
-    return jnp.exp((y - f[:, None] - g[None, :]) / epsilon)
-
-
-class _Sinkhorn(AbstractSolver):
-    """Log-domain Sinkhorn iterations until the column sums match `b` to a relative
-    tolerance (the row sums match after every sweep)."""
-
-    tol: float | None = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
-
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        del condition, x0
-        y, a, b, epsilon = theta
-        assert isinstance(y, jax.Array)
-        tol = default_tolerance(y.dtype) if self.tol is None else self.tol
-
-        def cond(carry):
-            _, k, error = carry
-            return (k < self.max_steps) & (error > tol)
-
-        def body(carry):
-            g_head, k, _ = carry
-            g = _with_pinned_last(g_head)
-            f = _row_potentials(y, g, a, epsilon)
-            g_new = _column_potentials(y, f, b, epsilon)
-            # The column sums before this update were `b exp((g_new - g) / eps)`.
-            error = jnp.max(jnp.abs(jnp.expm1((g_new - g) / epsilon)))
-            return g_new[:-1] - g_new[-1], k + 1, error
-
-        init = (
-            jnp.zeros(y.shape[1] - 1, y.dtype),
-            jnp.array(0),
-            jnp.array(jnp.inf, y.dtype),
-        )
-        g_head, num_steps, error = jax.lax.while_loop(cond, body, init)
-        result = converged_result(error <= tol)
-        return Solution(
-            value=g_head, result=result, aux=None, stats={"num_steps": num_steps}
-        )
+    f = _row_potentials(data, g)
+    return jnp.exp(data.scores - f[:, None] - g[None, :])
 
 
 def _kl_transport(y, a, b, epsilon, tol, max_steps, throw):
@@ -372,11 +281,15 @@ def _kl_transport(y, a, b, epsilon, tol, max_steps, throw):
     a, b = _safe_marginals(a, b)
     valid_epsilon = positive(epsilon)
     epsilon = jnp.where(valid_epsilon, epsilon, jnp.ones_like(epsilon))
+    tol = default_tolerance(y.dtype) if tol is None else tol
     argmin = ImplicitArgmin(
-        FixedPoint(_sinkhorn_map), _Sinkhorn(tol, max_steps), throw=throw
+        FixedPoint(_sinkhorn_map),
+        PicardIteration(rtol=0.0, atol=tol, max_steps=max_steps),
+        throw=throw,
     )
-    g_head = argmin((y, a, b, epsilon))
-    x = _kl_plan(y, g_head, a, epsilon)
+    data = _KLTransportData(y / epsilon, jnp.log(a), jnp.log(b))
+    g_head = argmin(data, jnp.zeros(y.shape[1] - 1, y.dtype))
+    x = _kl_plan(data, g_head)
     x = nan_unless(_marginals_valid, x, raw_a, raw_b, point=y)
     return nan_unless(positive, x, raw_epsilon, point=y)
 
@@ -399,9 +312,11 @@ class KLTransportPolytope(AbstractProjection):
     `Y = log(K)` with `epsilon = 1`.
 
     **Algorithm.** Sinkhorn iterations in the log domain (in the row and column
-    potentials, stable for small `epsilon` and large scores) inside a
-    `jax.lax.while_loop`, until every column sum is within a relative `tol` of its
-    target (row sums are exact after each sweep). Convergence is linear, and slows
+    potentials, stable for small `epsilon` and large scores), by
+    [`implicitx.solvers.PicardIteration`][], until the estimated distance of the
+    column potentials (in units of `epsilon`) to their fixed point is at most `tol`:
+    then every column sum is within about a relative `tol` of its target (row sums are
+    exact after each sweep). Convergence is linear, and slows
     down as `epsilon` decreases relative to the spread of `Y`.
 
     **Derivatives** with respect to `Y` and every parameter come from implicit
@@ -416,8 +331,8 @@ class KLTransportPolytope(AbstractProjection):
     - `a`: the row sums, positive, shape `(n,)`.
     - `b`: the column sums, positive, shape `(m,)`, with `sum(b) = sum(a)`.
     - `epsilon`: the (positive) temperature. Default `1.0`.
-    - `tol`: the relative tolerance on the column sums. Default `eps^(2/3)` of the
-        dtype of `Y`.
+    - `tol`: the tolerance on the column potentials, about the relative tolerance on
+        the column sums. Default `eps^(2/3)` of the dtype of `Y`.
     - `max_steps`: the maximum number of Sinkhorn sweeps.
     - `throw`: whether a solve that does not converge raises an error.
     """

@@ -3,7 +3,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Scalar
 
 from .._operator_base import AbstractProx, hyperparameter
-from ._misc import cast_and_broadcast, check_strengths, nan_unless_nonnegative
+from ._misc import (
+    AbstractStrengthProx,
+    cast_and_broadcast,
+)
 
 
 class Zero(AbstractProx):
@@ -24,7 +27,7 @@ class Zero(AbstractProx):
         return jnp.zeros((), dtype=x.dtype)
 
 
-class Ridge(AbstractProx):
+class Ridge(AbstractStrengthProx):
     """The prox of the squared Euclidean norm
     `g(x) = strength / 2 * sum_i x_i^2` (a weighted sum when `strength` is an array):
     `prox_{s g}(y) = y / (1 + s * strength)`.
@@ -40,21 +43,14 @@ class Ridge(AbstractProx):
         converter=hyperparameter, default=1.0
     )
 
-    def __check_init__(self):
-        check_strengths("Ridge", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        s = cast_and_broadcast(stepsize, y)
-        x = y / (1 + s * cast_and_broadcast(self.strength, y))
-        return nan_unless_nonnegative(x, y, self.strength)
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        return y / (1 + threshold)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return 0.5 * jnp.sum(cast_and_broadcast(self.strength, x) * x * x)
 
 
-class NonNegativeRidge(AbstractProx):
+class NonNegativeRidge(AbstractStrengthProx):
     """The prox of the squared Euclidean norm restricted to the non-negative orthant,
     `g(x) = strength / 2 * sum_i x_i^2 + indicator(x >= 0)` (a weighted sum when
     `strength` is an array): `prox_{s g}(y) = max(y, 0) / (1 + s * strength)`.
@@ -69,15 +65,8 @@ class NonNegativeRidge(AbstractProx):
         converter=hyperparameter, default=1.0
     )
 
-    def __check_init__(self):
-        check_strengths("NonNegativeRidge", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        s = cast_and_broadcast(stepsize, y)
-        x = jnp.maximum(y, 0) / (1 + s * cast_and_broadcast(self.strength, y))
-        return nan_unless_nonnegative(x, y, self.strength)
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        return jnp.maximum(y, 0) / (1 + threshold)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         penalty = 0.5 * jnp.sum(cast_and_broadcast(self.strength, x) * x * x)

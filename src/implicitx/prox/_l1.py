@@ -4,6 +4,7 @@ from jaxtyping import Array, ArrayLike, Float, Scalar
 
 from .._operator_base import AbstractProx, hyperparameter
 from ._misc import (
+    AbstractStrengthProx,
     cast_and_broadcast,
     check_strengths,
     nan_unless_nonnegative,
@@ -11,7 +12,7 @@ from ._misc import (
 )
 
 
-class L1(AbstractProx):
+class L1(AbstractStrengthProx):
     """The prox of the (weighted) l1 norm `g(x) = sum_i strength_i |x_i|`: soft
     thresholding, `prox_{s g}(y)_i = sign(y_i) max(|y_i| - s strength_i, 0)`.
 
@@ -29,21 +30,14 @@ class L1(AbstractProx):
         converter=hyperparameter, default=1.0
     )
 
-    def __check_init__(self):
-        check_strengths("L1", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        s = cast_and_broadcast(stepsize, y)
-        x = soft_threshold(y, s * cast_and_broadcast(self.strength, y))
-        return nan_unless_nonnegative(x, y, self.strength)
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        return soft_threshold(y, threshold)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return jnp.sum(cast_and_broadcast(self.strength, x) * jnp.abs(x))
 
 
-class NonNegativeL1(AbstractProx):
+class NonNegativeL1(AbstractStrengthProx):
     """The prox of the l1 norm restricted to the non-negative orthant,
     `g(x) = sum_i strength_i x_i + indicator(x >= 0)`:
     `prox_{s g}(y)_i = max(y_i - s strength_i, 0)`.
@@ -58,15 +52,8 @@ class NonNegativeL1(AbstractProx):
         converter=hyperparameter, default=1.0
     )
 
-    def __check_init__(self):
-        check_strengths("NonNegativeL1", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        s = cast_and_broadcast(stepsize, y)
-        x = jnp.maximum(y - s * cast_and_broadcast(self.strength, y), 0)
-        return nan_unless_nonnegative(x, y, self.strength)
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        return jnp.maximum(y - threshold, 0)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         penalty = jnp.sum(cast_and_broadcast(self.strength, x) * x)

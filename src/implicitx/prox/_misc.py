@@ -1,7 +1,11 @@
+import abc
+
 import jax.numpy as jnp
+from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, Float
 
 from .._operator_base import (
+    AbstractProx,
     check_hyperparameters,
     nan_unless,
     nonnegative,
@@ -58,3 +62,27 @@ def block_soft_threshold(
     norm, safe = safe_norm(y, axis=axis, keepdims=axis is not None)
     scale = jnp.where(norm >= threshold, 1 - threshold / safe, 0)
     return scale * y
+
+
+class AbstractStrengthProx(AbstractProx):
+    """The prox of a penalty `g = strength * g_1` with one non-negative `strength`:
+    `prox_{s g}(y) = shrink(y, s * strength)`. Checks the strength at construction
+    (see [`check_strengths`][]) and, when it is traced, when called (NaN for a
+    negative one)."""
+
+    strength: AbstractVar[float | Float[Array, "..."]]
+
+    def __check_init__(self):
+        check_strengths(type(self).__name__, strength=self.strength)
+
+    @abc.abstractmethod
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        """`prox_{s g}(y)` with `threshold = s * strength`, cast and broadcast to
+        `y`."""
+
+    def __call__(
+        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
+    ) -> Float[Array, "..."]:
+        strength = cast_and_broadcast(self.strength, y)
+        x = self._shrink(y, cast_and_broadcast(stepsize, y) * strength)
+        return nan_unless_nonnegative(x, y, self.strength)

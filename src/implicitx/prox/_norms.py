@@ -1,26 +1,34 @@
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, Scalar
+from jaxtyping import Array, Float, Scalar
 
-from .._operator_base import AbstractProx, hyperparameter
+from .._operator_base import hyperparameter
 from ..projection._l1 import L1Ball
 from ._misc import (
+    AbstractStrengthProx,
     block_soft_threshold,
     cast_and_broadcast,
-    check_strengths,
-    nan_unless_nonnegative,
     safe_norm,
 )
 
 
-def _check_scalar(strength: ArrayLike):
-    if jnp.ndim(strength) != 0:
-        raise ValueError(
-            f"`strength` must be a scalar, got an array of shape {jnp.shape(strength)}."
-        )
+class _AbstractNormProx(AbstractStrengthProx):
+    """The prox of `strength * ||x||`, a norm over the whole array: one scalar
+    strength."""
+
+    strength: float | Float[Array, ""] = eqx.field(
+        converter=hyperparameter, default=1.0
+    )
+
+    def __check_init__(self):
+        if jnp.ndim(self.strength) != 0:
+            raise ValueError(
+                "`strength` must be a scalar, got an array of shape "
+                f"{jnp.shape(self.strength)}."
+            )
 
 
-class L2Norm(AbstractProx):
+class L2Norm(_AbstractNormProx):
     """The prox of the (non-squared) Euclidean norm `g(x) = strength * ||x||_2`,
     the norm taken over the whole array (the Frobenius norm for a matrix): block soft
     thresholding, `prox_{s g}(y) = max(1 - s strength / ||y||_2, 0) y`.
@@ -33,26 +41,14 @@ class L2Norm(AbstractProx):
     - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
     """
 
-    strength: float | Float[Array, ""] = eqx.field(
-        converter=hyperparameter, default=1.0
-    )
-
-    def __check_init__(self):
-        _check_scalar(self.strength)
-        check_strengths("L2Norm", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        s = cast_and_broadcast(stepsize, y)
-        x = block_soft_threshold(y, s * cast_and_broadcast(self.strength, y))
-        return nan_unless_nonnegative(x, y, self.strength)
+    def _shrink(self, y: Array, threshold: Array) -> Array:
+        return block_soft_threshold(y, threshold)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return cast_and_broadcast(self.strength, x) * safe_norm(x)[0]
 
 
-class LInfNorm(AbstractProx):
+class LInfNorm(_AbstractNormProx):
     """The prox of the l-infinity norm `g(x) = strength * max_i |x_i|`, the maximum
     taken over all the entries of the array.
 
@@ -71,27 +67,13 @@ class LInfNorm(AbstractProx):
     - `strength`: the non-negative scalar regularisation strength. Default `1.0`.
     """
 
-    strength: float | Float[Array, ""] = eqx.field(
-        converter=hyperparameter, default=1.0
-    )
-
-    def __check_init__(self):
-        _check_scalar(self.strength)
-        check_strengths("LInfNorm", strength=self.strength)
-
-    def __call__(
-        self, y: Float[Array, "..."], stepsize: float | Float[ArrayLike, ""] = 1.0
-    ) -> Float[Array, "..."]:
-        threshold = cast_and_broadcast(stepsize, y) * cast_and_broadcast(
-            self.strength, y
-        )
+    def _shrink(self, y: Array, threshold: Array) -> Array:
         positive = threshold > 0
         # With a zero threshold the prox is the identity; the division is kept finite.
         safe = jnp.where(positive, threshold, 1)
         flat = jnp.ravel(y)
         shrunk = flat - safe * L1Ball()(flat / safe)
-        x = jnp.where(positive, shrunk, flat).reshape(y.shape)
-        return nan_unless_nonnegative(x, y, self.strength)
+        return jnp.where(positive, shrunk, flat).reshape(y.shape)
 
     def value(self, x: Float[Array, "..."]) -> Scalar:
         return cast_and_broadcast(self.strength, x) * jnp.max(jnp.abs(x))

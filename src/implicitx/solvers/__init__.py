@@ -1,6 +1,10 @@
 """Forward solvers: they find `x*(theta)` and know nothing about derivatives."""
 
-from ._base import AbstractSolver as AbstractSolver
+from ._base import (
+    AbstractIterativeSolver as AbstractIterativeSolver,
+    AbstractIterativeState as AbstractIterativeState,
+    AbstractSolver as AbstractSolver,
+)
 from ._block_coordinate import BlockCoordinateDescent as BlockCoordinateDescent
 from ._external import (
     CvxpySolver as CvxpySolver,
@@ -11,8 +15,9 @@ from ._external import (
 )
 from ._fixed_point import (
     AndersonAcceleration as AndersonAcceleration,
-    FixedPointIteration as FixedPointIteration,
+    FixedPointIteration as FixedPointIteration,  # deprecated: `PicardIteration`
     MirrorDescent as MirrorDescent,
+    PicardIteration as PicardIteration,
 )
 from ._function import FunctionSolver as FunctionSolver
 from ._optimistix import (

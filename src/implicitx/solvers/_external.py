@@ -2,6 +2,7 @@
 reached through `jax.pure_callback`. Their solutions are differentiated by implicitx's
 rule from the condition, as for any other solver."""
 
+import abc
 import importlib
 import traceback
 import warnings
@@ -18,7 +19,7 @@ from jaxtyping import ArrayLike, PyTree
 from .._conditions import AbstractCondition, AbstractObjectiveCondition
 from .._results import RESULTS
 from .._solution import Solution
-from .._while_loops import lax_while_loop, WhileLoop
+from .._while_loops import lax_while_loop
 from ._base import AbstractSolver, require_x0
 
 
@@ -88,6 +89,19 @@ class _AbstractHostSolver(AbstractSolver):
 
     can_unroll: ClassVar[bool] = False
 
+    @abc.abstractmethod
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
+        """`(fn, args)`: the host function `fn(args, x0) -> x` on NumPy values, and
+        its JAX arguments (`theta`, and the condition's arrays if `fn` needs them).
+        Raises a `TypeError` if the condition does not suit the solver."""
+
+    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
+        del while_loop  # a host call: no loop of JAX's
+        fn, args = self._host_problem(condition, theta)
+        return _callback_solve(self, fn, args, x0)
+
 
 class ExternalSolver(_AbstractHostSolver):
     """Any Python function of NumPy arrays as a forward solver: scikit-learn
@@ -123,20 +137,14 @@ class ExternalSolver(_AbstractHostSolver):
     fn: Callable[[Any, Any], Any]
     vmap_method: str = eqx.field(default="sequential", static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
         del condition
-        return _callback_solve(self, self.fn, theta, x0, while_loop)
+        return self.fn, theta
 
 
-def _callback_solve(solver, fn, args, x0, while_loop) -> Solution:
-    del while_loop  # a host call: no loop of JAX's
+def _callback_solve(solver, fn, args, x0) -> Solution:
     x0 = jtu.tree_map(jnp.asarray, require_x0(x0, solver))
     structure = jax.eval_shape(lambda: x0)
     name = f"The external solver `{type(solver).__name__}`"
@@ -188,14 +196,9 @@ class ScipyMinimize(_AbstractHostSolver):
         self.options = tuple(dict(options).items())
         self.gradient_tol = gradient_tol
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
         if not isinstance(condition, AbstractObjectiveCondition):
             raise TypeError(
                 "`ScipyMinimize` needs a condition with an objective (e.g. "
@@ -208,7 +211,7 @@ class ScipyMinimize(_AbstractHostSolver):
 
         @jax.jit
         def value_and_grad(x, dynamic, theta):
-            objective = eqx.combine(dynamic, static).objective
+            objective = eqx.combine(dynamic, static).objective_value
             return jax.value_and_grad(objective)(x, theta)
 
         def fn(args, x0):
@@ -234,7 +237,7 @@ class ScipyMinimize(_AbstractHostSolver):
                 raise RuntimeError(f"scipy.optimize.minimize: {res.message}")
             return res.x.reshape(shape)
 
-        return _callback_solve(self, fn, (dynamic, theta), x0, while_loop)
+        return fn, (dynamic, theta)
 
 
 class ScipyRoot(_AbstractHostSolver):
@@ -253,14 +256,9 @@ class ScipyRoot(_AbstractHostSolver):
     method: str = eqx.field(default="hybr", static=True)
     tol: float = eqx.field(default=1e-12, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
         scipy_optimize = require("scipy.optimize")
         dynamic, static = eqx.partition(condition, eqx.is_array)
         method, tol = self.method, self.tol
@@ -294,7 +292,7 @@ class ScipyRoot(_AbstractHostSolver):
                 raise RuntimeError(f"scipy.optimize.root: {res.message}")
             return res.x.reshape(shape)
 
-        return _callback_solve(self, fn, (dynamic, theta), x0, while_loop)
+        return fn, (dynamic, theta)
 
 
 class ScipyLinprog(_AbstractHostSolver):
@@ -319,14 +317,9 @@ class ScipyLinprog(_AbstractHostSolver):
     data: Callable[[Any], dict] = eqx.field(static=True)
     method: str = eqx.field(default="highs", static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
         del condition
         scipy_optimize = require("scipy.optimize")
         data, method = self.data, self.method
@@ -343,7 +336,7 @@ class ScipyLinprog(_AbstractHostSolver):
                 raise RuntimeError(f"scipy.optimize.linprog: {res.message}")
             return res.x
 
-        return _callback_solve(self, fn, theta, x0, while_loop)
+        return fn, theta
 
 
 class CvxpySolver(_AbstractHostSolver):
@@ -388,14 +381,9 @@ class CvxpySolver(_AbstractHostSolver):
         self.parameters = parameters
         self.solve_kwargs = tuple(dict(solve_kwargs).items())
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
         del condition
         problem, variable, kwargs = self.problem, self.variable, dict(self.solve_kwargs)
         parameters = self.parameters
@@ -418,4 +406,4 @@ class CvxpySolver(_AbstractHostSolver):
                 raise RuntimeError("CVXPY returned no value for the variable.")
             return variable.value
 
-        return _callback_solve(self, fn, theta, x0, while_loop)
+        return fn, theta

@@ -2,12 +2,10 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-from jaxtyping import ArrayLike, PyTree
 
-from .._conditions import AbstractCondition
 from .._results import RESULTS
 from .._solution import Solution
-from .._while_loops import lax_while_loop, WhileLoop
+from .._while_loops import lax_while_loop
 from ._base import AbstractSolver
 
 
@@ -29,14 +27,7 @@ class FunctionSolver(AbstractSolver):
     fn: Callable[..., Any]
     has_aux: bool = eqx.field(default=False, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
+    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         del condition, while_loop  # differentiable if `fn` is
         out = self.fn(theta, x0)
         if self.has_aux:

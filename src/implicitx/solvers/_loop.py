@@ -1,6 +1,5 @@
-"""The iteration loop shared by implicitx's own solvers."""
+"""The iteration loop shared by implicitx's own solvers, and its helpers."""
 
-from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
@@ -9,7 +8,6 @@ import numpy as np
 
 from .._misc import tree_all_finite
 from .._results import RESULTS
-from .._while_loops import WhileLoop
 
 
 def tolerance(tol: float | None, dtype) -> float:
@@ -17,6 +15,12 @@ def tolerance(tol: float | None, dtype) -> float:
     if tol is not None:
         return tol
     return max(1e-8, 100 * float(np.finfo(dtype).eps))
+
+
+def tolerances(solver, tree) -> tuple[float, float]:
+    """The solver's `(rtol, atol)` for iterates like `tree` (see [`tolerance`][])."""
+    dtype = float_dtype(tree)
+    return tolerance(solver.rtol, dtype), tolerance(solver.atol, dtype)
 
 
 def float_dtype(tree) -> Any:
@@ -39,45 +43,17 @@ def converged(x_new, x_old, rtol, atol) -> jnp.ndarray:
     return diff <= atol + rtol * max_abs(x_new)
 
 
-def iterate(
-    step: Callable[[Any], tuple[Any, jnp.ndarray]],
-    state: Any,
-    *,
-    max_steps: int,
-    while_loop: WhileLoop,
-) -> tuple[Any, jnp.ndarray, RESULTS]:
-    """Runs `state, done = step(state)` until `done`, until the state (iterate,
-    objective, gradient, step size: every inexact leaf) is non-finite, or for
-    `max_steps` steps.
-
-    The loop is `while_loop`, the one the adjoint handed the solver (see
-    `implicitx._while_loops`).
-
-    **Returns:**
-
-    The final state, the number of steps taken, and `successful`,
-    `nonfinite_iterate` (the loop stopped at the first non-finite state) or
-    `nonlinear_max_steps_reached`.
-    """
-
-    def cond(carry):
-        _, num_steps, done, finite = carry
-        going = jnp.logical_and(jnp.logical_not(done), finite)
-        return jnp.logical_and(going, num_steps < max_steps)
-
-    def body(carry):
-        state, num_steps, _, _ = carry
-        state, done = step(state)
-        return state, num_steps + 1, done, _all_finite(state)
-
-    init = (state, jnp.array(0), jnp.array(False), _all_finite(state))
-    state, num_steps, done, finite = while_loop(cond, body, init, max_steps=max_steps)
+def stop_or_nonfinite(done: jnp.ndarray, state) -> tuple[jnp.ndarray, RESULTS]:
+    """`(stop, result)`: stop when `done` (`successful`) or as soon as an inexact
+    leaf of `state` is not finite (`nonfinite_iterate`)."""
+    finite = _all_finite(state)
+    stop = jnp.logical_or(done, jnp.logical_not(finite))
     result = RESULTS.where(
         finite,
-        converged_result(done),
+        RESULTS.successful,  # pyright: ignore[reportArgumentType]
         RESULTS.nonfinite_iterate,  # pyright: ignore[reportArgumentType]
     )
-    return state, num_steps, result
+    return stop, result
 
 
 def _all_finite(state) -> jnp.ndarray:
@@ -87,9 +63,3 @@ def _all_finite(state) -> jnp.ndarray:
         if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
     ]
     return tree_all_finite(leaves)
-
-
-def converged_result(converged: jnp.ndarray) -> RESULTS:
-    """`successful` if `converged`, else `nonlinear_max_steps_reached`."""
-    ok, failed = RESULTS.successful, RESULTS.nonlinear_max_steps_reached
-    return RESULTS.where(converged, ok, failed)  # pyright: ignore[reportArgumentType]

@@ -1,6 +1,10 @@
+import abc
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import equinox as eqx
 import optimistix as optx
-from jaxtyping import ArrayLike, PyTree
+from equinox import AbstractVar
 
 from .._conditions import (
     AbstractCondition,
@@ -11,29 +15,8 @@ from .._conditions import (
 from .._misc import tree_all_finite
 from .._results import as_results, RESULTS
 from .._solution import Solution
-from .._while_loops import lax_while_loop, WhileLoop
+from .._while_loops import lax_while_loop
 from ._base import AbstractSolver, require_x0
-
-
-def _run(entry, fn, wrapper, theta, x0, while_loop) -> Solution:
-    """Runs an optimistix entry point (`optx.minimise`, `optx.root_find`, ...) with
-    failures reported in the result code, never raised. A final iterate, or a value of
-    `fn` at it, that is not finite is reported as `nonfinite_iterate` (optimistix
-    would say that the maximum number of steps was reached)."""
-    del while_loop  # optimistix's own
-    sol = entry(
-        fn,
-        wrapper.solver,
-        require_x0(x0, wrapper),
-        args=theta,
-        max_steps=wrapper.max_steps,
-        # optimistix runs its own loop; when unrolled, its checkpointed loop supports
-        # reverse mode (not forward mode).
-        adjoint=optx.RecursiveCheckpointAdjoint(),
-        throw=False,
-    )
-    finite = tree_all_finite(sol.value) & tree_all_finite(fn(sol.value, theta))
-    return _to_solution(sol, finite)
 
 
 def _to_solution(sol: optx.Solution, finite) -> Solution:
@@ -45,15 +28,55 @@ def _to_solution(sol: optx.Solution, finite) -> Solution:
     return Solution(value=sol.value, result=result, aux=None, stats=dict(sol.stats))
 
 
-def _require(condition, kind, what: str, solver):
+_C = TypeVar("_C")
+
+
+def _require(condition, kind: type[_C], what: str, solver) -> _C:
     if not isinstance(condition, kind):
         raise TypeError(
             f"`{type(solver).__name__}` needs {what}, but got the condition "
             f"`{type(condition).__name__}`."
         )
+    return condition
 
 
-class OptimistixMinimiser(AbstractSolver):
+class _AbstractOptimistixSolver(AbstractSolver):
+    """Runs an optimistix entry point (`optx.minimise`, `optx.root_find`, ...) on a
+    function of the condition, with failures reported in the result code, never
+    raised. A final iterate, or a value of the function at it, that is not finite is
+    reported as `nonfinite_iterate` (optimistix would say that the maximum number of
+    steps was reached).
+
+    Each wrapper says which kind of optimistix solver its `solver` is.
+    """
+
+    solver: AbstractVar[Any]
+    max_steps: AbstractVar[int]
+
+    @abc.abstractmethod
+    def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
+        """`(entry point, fn)`: what to run on the condition; raises a `TypeError`
+        if the condition has no such function."""
+
+    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
+        del while_loop  # optimistix's own
+        entry, fn = self._problem(condition)
+        sol = entry(
+            fn,
+            self.solver,
+            require_x0(x0, self),
+            args=theta,
+            max_steps=self.max_steps,
+            # optimistix runs its own loop; when unrolled, its checkpointed loop
+            # supports reverse mode (not forward mode).
+            adjoint=optx.RecursiveCheckpointAdjoint(),
+            throw=False,
+        )
+        finite = tree_all_finite(sol.value) & tree_all_finite(fn(sol.value, theta))
+        return _to_solution(sol, finite)
+
+
+class OptimistixMinimiser(_AbstractOptimistixSolver):
     """Minimises the condition's objective with an optimistix minimiser (BFGS, L-BFGS,
     nonlinear CG, gradient descent, Newton via `optimistix.BFGS` with exact Hessians,
     ...). The condition must come from an objective, e.g.
@@ -69,20 +92,13 @@ class OptimistixMinimiser(AbstractSolver):
     solver: optx.AbstractMinimiser
     max_steps: int = eqx.field(default=256, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        _require(condition, AbstractObjectiveCondition, "an objective", self)
-        assert isinstance(condition, AbstractObjectiveCondition)
-        return _run(optx.minimise, condition.objective, self, theta, x0, while_loop)
+    def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
+        kind = AbstractObjectiveCondition
+        objective = _require(condition, kind, "an objective", self)
+        return optx.minimise, objective.objective_value
 
 
-class OptimistixRootFinder(AbstractSolver):
+class OptimistixRootFinder(_AbstractOptimistixSolver):
     """Finds a root of the condition's residual `F(x, theta)` with an optimistix root
     finder (`optimistix.Newton`, `optimistix.Chord`, ...). Works with any condition.
 
@@ -90,24 +106,17 @@ class OptimistixRootFinder(AbstractSolver):
 
     - `solver`: an `optimistix.AbstractRootFinder`, e.g.
         `optimistix.Newton(rtol=1e-10, atol=1e-10)`.
-    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    - `max_steps`: as for [`implicitx.solvers.OptimistixMinimiser`][].
     """
 
     solver: optx.AbstractRootFinder
     max_steps: int = eqx.field(default=256, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        return _run(optx.root_find, condition, self, theta, x0, while_loop)
+    def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
+        return optx.root_find, condition
 
 
-class OptimistixFixedPoint(AbstractSolver):
+class OptimistixFixedPoint(_AbstractOptimistixSolver):
     """Iterates the condition's fixed-point map `T(x, theta)` with an optimistix
     fixed-point solver (`optimistix.FixedPointIteration`, ...). The condition must be a
     fixed point, e.g. [`implicitx.FixedPoint`][] or
@@ -117,28 +126,18 @@ class OptimistixFixedPoint(AbstractSolver):
 
     - `solver`: an `optimistix.AbstractFixedPointSolver`, e.g.
         `optimistix.FixedPointIteration(rtol=1e-10, atol=1e-10)`.
-    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    - `max_steps`: as for [`implicitx.solvers.OptimistixMinimiser`][].
     """
 
     solver: optx.AbstractFixedPointSolver
     max_steps: int = eqx.field(default=256, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        _require(condition, AbstractFixedPointCondition, "a fixed-point map", self)
-        assert isinstance(condition, AbstractFixedPointCondition)
-        return _run(
-            optx.fixed_point, condition.fixed_point_map, self, theta, x0, while_loop
-        )
+    def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
+        kind, what = AbstractFixedPointCondition, "a fixed-point map"
+        return optx.fixed_point, _require(condition, kind, what, self).fixed_point_map
 
 
-class OptimistixLeastSquares(AbstractSolver):
+class OptimistixLeastSquares(_AbstractOptimistixSolver):
     """Solves a nonlinear least-squares problem with an optimistix least-squares
     solver (`optimistix.GaussNewton`, `optimistix.LevenbergMarquardt`,
     `optimistix.Dogleg`, ...). The condition must be an
@@ -148,22 +147,12 @@ class OptimistixLeastSquares(AbstractSolver):
 
     - `solver`: an `optimistix.AbstractLeastSquaresSolver`, e.g.
         `optimistix.LevenbergMarquardt(rtol=1e-10, atol=1e-10)`.
-    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
+    - `max_steps`: as for [`implicitx.solvers.OptimistixMinimiser`][].
     """
 
     solver: optx.AbstractLeastSquaresSolver
     max_steps: int = eqx.field(default=256, static=True)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        _require(condition, LeastSquaresStationarity, "least-squares residuals", self)
-        assert isinstance(condition, LeastSquaresStationarity)
-        return _run(
-            optx.least_squares, condition.residuals, self, theta, x0, while_loop
-        )
+    def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
+        kind, what = LeastSquaresStationarity, "least-squares residuals"
+        return optx.least_squares, _require(condition, kind, what, self).residuals

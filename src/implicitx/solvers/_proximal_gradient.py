@@ -4,24 +4,29 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-from jaxtyping import Array, ArrayLike, PyTree
+from jaxtyping import Array, ArrayLike, Bool, Int, PyTree
 
 from .._conditions import (
     AbstractCompositeCondition,
-    AbstractCondition,
     AbstractObjectiveCondition,
 )
 from .._conditions._proximal_gradient import check_stepsize, stepsize_or_nan
 from .._solution import Solution
 from .._while_loops import lax_while_loop, WhileLoop
-from ._base import AbstractSolver, require_x0
-from ._loop import converged, float_dtype, iterate, max_abs, tolerance
-
-
-# The line search starts each step from `_SHRINK * L` (so the estimate of `L` can
-# decrease again) and doubles it until the upper bound holds, at most `_TRIES` times.
-_SHRINK = 0.9
-_TRIES = 60
+from ._base import (
+    AbstractIterativeState,
+    require_x0,
+    stats,
+)
+from ._line_search import (
+    AbstractBacktrackingSolver,
+    axpy,
+    backtrack,
+    proximal_trial,
+    sub,
+    vdot,
+)
+from ._loop import converged, float_dtype, max_abs, tolerances
 
 
 def composite_parts(condition, theta, solver) -> tuple[Callable, Callable]:
@@ -31,9 +36,9 @@ def composite_parts(condition, theta, solver) -> tuple[Callable, Callable]:
     objective (e.g. [`implicitx.Stationarity`][]) is the case `g = 0`: the prox is the
     identity."""
     if isinstance(condition, AbstractCompositeCondition):
-        return (lambda x: condition.objective(x, theta)), condition.prox_at(theta)
+        return (lambda x: condition.objective_value(x, theta)), condition.prox_at(theta)
     if isinstance(condition, AbstractObjectiveCondition):
-        return (lambda x: condition.objective(x, theta)), (lambda z, step: z)
+        return (lambda x: condition.objective_value(x, theta)), (lambda z, step: z)
     raise TypeError(
         f"`{type(solver).__name__}` solves composite problems `min f + g`: it needs a "
         "condition with a smooth objective (and a prox or projection), such as "
@@ -43,56 +48,63 @@ def composite_parts(condition, theta, solver) -> tuple[Callable, Callable]:
     )
 
 
-def _vdot(a, b, dtype) -> Array:
-    terms = [jnp.sum(u * v).astype(dtype) for u, v in zip(a, b, strict=True)]
-    return sum(terms, jnp.zeros((), dtype))
-
-
-def _leaves(tree) -> list:
-    return jtu.tree_leaves(tree)
-
-
-def _sub(a, b):
-    return jtu.tree_map(lambda u, v: u - v, a, b)
-
-
-def _axpy(alpha: Array, x, y):
-    """`alpha * x + y` on PyTrees, `alpha` cast to each leaf's dtype."""
-    return jtu.tree_map(lambda u, v: alpha.astype(u.dtype) * u + v, x, y)
-
-
-class _State(eqx.Module):
+class _ProximalGradientState(AbstractIterativeState):
     x: PyTree[Array]
-    y: PyTree[Array]
-    t: Array
-    lipschitz: Array
+    y: PyTree[Array]  # the extrapolated point
+    t: Array  # the momentum parameter
+    lipschitz: Array  # the estimate of `L`
     objective: Array  # f(y), kept so that a non-finite objective stops the loop
     gradient: Array  # max|grad f(y)|, likewise
+    num_steps: Int[Array, ""]
+    converged: Bool[Array, ""]
 
 
-class _AbstractProximalGradient(AbstractSolver):
-    """The fields and the loop shared by `ProximalGradient` and `ProjectedGradient`."""
+class _AbstractProximalGradient(AbstractBacktrackingSolver[_ProximalGradientState]):
+    """The fields and the steps shared by `ProximalGradient` and `ProjectedGradient`."""
 
-    rtol: float | None = None
-    atol: float | None = None
-    max_steps: int = eqx.field(default=10_000, static=True)
-    stepsize: float | Array | None = None
+    stepsize: float | Array | Callable[[Int[Array, ""]], ArrayLike] | None = None
     acceleration: bool = eqx.field(default=True, static=True)
-    initial_lipschitz: float = 1e-3
 
     def __check_init__(self):
-        check_stepsize(self, self.stepsize)
-        check_stepsize(self, self.initial_lipschitz, "initial_lipschitz")
+        if not callable(self.stepsize):
+            check_stepsize(self, self.stepsize)
 
-    def solve(
-        self,
-        condition: AbstractCondition,
-        theta: PyTree[ArrayLike],
-        x0: PyTree[ArrayLike] | None,
-        *,
-        while_loop: WhileLoop = lax_while_loop,
-    ) -> Solution:
-        return _solve_composite(self, condition, theta, x0, while_loop)
+    def init(self, condition, theta, x0) -> _ProximalGradientState:
+        composite_parts(condition, theta, self)  # checks the condition
+        x0 = jtu.tree_map(jnp.asarray, require_x0(x0, self))
+        dtype = float_dtype(x0)
+        zero = jnp.zeros((), dtype)
+        return _ProximalGradientState(
+            x=x0,
+            y=x0,
+            t=jnp.ones((), dtype),
+            lipschitz=jnp.asarray(self.initial_lipschitz, dtype),
+            objective=zero,
+            gradient=zero,
+            num_steps=jnp.array(0),
+            converged=jnp.array(False),
+        )
+
+    def step(self, condition, theta, state, *, while_loop=lax_while_loop):
+        f, prox = composite_parts(condition, theta, self)
+        rtol, atol = tolerances(self, state.x)
+        x_new, lip, f_y, g_y, ok = _line_search(self, f, prox, state, while_loop)
+        t_new, y_new = _momentum(self.acceleration, state, x_new)
+        return _ProximalGradientState(
+            x=x_new,
+            y=y_new,
+            t=t_new,
+            lipschitz=lip,
+            objective=f_y,
+            gradient=g_y,
+            num_steps=state.num_steps + 1,
+            converged=ok & converged(x_new, state.y, rtol, atol),
+        )
+
+    def postprocess(self, condition, theta, state, result) -> Solution:
+        del condition, theta
+        stats_ = stats(state) | {"lipschitz": state.lipschitz}
+        return Solution(value=state.x, result=result, aux=None, stats=stats_)
 
 
 class ProximalGradient(_AbstractProximalGradient):
@@ -108,11 +120,13 @@ class ProximalGradient(_AbstractProximalGradient):
     [`implicitx.GradientDescentFixedPoint`][]: `g = 0`, the prox is the identity); it
     asks the condition for its smooth part and its prox (see
     [`implicitx.AbstractCompositeCondition`][]).
-    `x` may be any PyTree of arrays.
+    `x` may be any PyTree of arrays. It can be run step by step (`init`, `step`,
+    `terminate`: see [`implicitx.solvers.AbstractIterativeSolver`][]); `state.x` is
+    the iterate and `state.lipschitz` the estimate of `L`.
 
     Each step takes `x+ = prox_{g/L}(y - grad f(y) / L)` from the extrapolated point
-    `y`. The line search starts from `0.9 L` (so the estimate can decrease again) and
-    doubles `L` until the quadratic upper bound
+    `y`. The line search starts from `L / increase_factor` (by default `0.9 L`, so
+    the estimate can decrease again) and doubles `L` until the quadratic upper bound
     `f(x+) <= f(y) + <grad f(y), x+ - y> + L/2 ||x+ - y||^2` holds, or (when rounding
     makes function values unreliable) until `<grad f(x+) - grad f(y), x+ - y> <=
     L/2 ||x+ - y||^2`; a step below the rounding level of `y - grad f(y) / L` is
@@ -124,112 +138,67 @@ class ProximalGradient(_AbstractProximalGradient):
 
     **Arguments:**
 
-    - `rtol`, `atol`: the stopping tolerances. `None` (the default) means
-        `max(1e-8, 100 eps)` for the machine epsilon `eps` of `x`'s dtype: `1e-8` in
-        float64, about `1.2e-5` in float32.
-    - `max_steps`: the maximum number of steps; reaching it is reported as a failure.
-    - `stepsize`: a fixed step size `1/L > 0`, or `None` (default) for the line
-        search.
+    - `rtol`, `atol`, `max_steps`: as for every
+        [`implicitx.solvers.AbstractIterativeSolver`][] (by default `1e-8` in float64,
+        about `1.2e-5` in float32, and `10_000` steps).
+    - `stepsize`: a fixed step size `1/L > 0`; or a schedule, a function of the
+        iteration number `k = 0, 1, ...` (an integer array) returning the step of
+        step `k` (e.g. `lambda k: 0.1 / jnp.sqrt(k + 1)`); or `None` (default) for
+        the line search.
     - `acceleration`: use Nesterov momentum (FISTA). Default `True`.
     - `initial_lipschitz`: the first estimate of `L` for the line search (`> 0`); a
         small value is safe.
+    - `increase_factor`: how much the line search may grow the step from one step
+        to the next (`>= 1`): each search starts from `L / increase_factor`. `1`
+        never lowers the estimate of `L`; larger values recover faster from an
+        estimate that overshot, at the cost of more trials. `None` (default): start
+        from `0.9 L`.
     """
 
 
-def _line_search(solver, f, prox, y, lipschitz, dtype, while_loop):
-    """One proximal-gradient step from `y`: `(x+, L, f(y), max|grad f(y)|, ok)`."""
-    value_and_grad = jax.value_and_grad(f)
-    f_y, g_y = value_and_grad(y)
-    g_l = _leaves(g_y)
-    eps = jnp.finfo(dtype).eps
-    scale_y, scale_g = max_abs(y), max_abs(g_y)
-
-    def trial(lip):
-        inv = 1 / lip
-        x = prox(_axpy(-inv, g_y, y), inv)
-        d = _leaves(_sub(x, y))
-        dd = _vdot(d, d, dtype)
-        bound = f_y + _vdot(g_l, d, dtype) + 0.5 * lip * dd
-        ok = f(x) <= bound
-        # Not finite at `y`: stop searching, the loop reports it.
-        ok = ok | jnp.logical_not(jnp.isfinite(f_y) & jnp.isfinite(scale_g))
-        # A step at the rounding level of `y` says nothing about `L`.
-        tiny = max_abs(d) <= 10 * eps * scale_y
-
-        def curvature_ok():
-            g_x = _leaves(jax.grad(f)(x))
-            change = _vdot([a - b for a, b in zip(g_x, g_l, strict=True)], d, dtype)
-            return change <= 0.5 * lip * dd
-
-        ok = jax.lax.cond(ok | tiny, lambda: jnp.array(True), curvature_ok)
-        return x, ok, tiny
-
-    if solver.stepsize is not None:
-        lip = 1 / jnp.asarray(stepsize_or_nan(solver.stepsize), dtype)
-        x, _, _ = trial(lip)
-        return x, lip, f_y, scale_g, jnp.array(True)
-
-    def cond(carry):
-        _, _, ok, tries = carry
-        return jnp.logical_and(jnp.logical_not(ok), tries < _TRIES)
-
-    def body(carry):
-        _, lip, _, tries = carry
-        x, ok, _ = trial(2 * lip)
-        return x, 2 * lip, ok, tries + 1
-
-    start = _SHRINK * lipschitz
-    x, ok, tiny = trial(start)
-    init = (x, start, ok, jnp.array(0))
-    x, lip, ok, _ = while_loop(cond, body, init, max_steps=_TRIES)
-    # A step at the rounding level does not lower the estimate.
-    lip = jnp.where(tiny, jnp.maximum(lip, lipschitz), lip)
-    return x, lip, f_y, scale_g, ok
-
-
-def _solve_composite(
-    self: _AbstractProximalGradient,
-    condition: AbstractCondition,
-    theta,
-    x0,
+def _line_search(
+    solver: _AbstractProximalGradient,
+    f: Callable,
+    prox: Callable,
+    state: _ProximalGradientState,
     while_loop: WhileLoop,
-) -> Solution:
-    f, prox = composite_parts(condition, theta, self)
-    x0 = jtu.tree_map(jnp.asarray, require_x0(x0, self))
-    dtype = float_dtype(x0)
-    rtol, atol = tolerance(self.rtol, dtype), tolerance(self.atol, dtype)
+):
+    """One proximal-gradient step from `state.y`: `(x+, L, f(y), max|grad f(y)|,
+    ok)`, with the fixed step (or the schedule's at `state.num_steps`) if any."""
+    y = state.y
+    dtype = float_dtype(y)
+    f_y, g_y = jax.value_and_grad(f)(y)
+    trial = proximal_trial(f, prox, y, f_y, g_y, dtype)
+    if solver.stepsize is None:
+        shrink = solver.start_factor()
+        x, lip, ok = backtrack(trial, state.lipschitz, shrink, while_loop)
+        return x, lip, f_y, max_abs(g_y), ok
+    lip = 1 / jnp.asarray(stepsize_or_nan(_stepsize_at(solver, state)), dtype)
+    x, _, _ = trial(lip)
+    return x, lip, f_y, max_abs(g_y), jnp.array(True)
 
-    def step(state: _State):
-        x_new, lip, f_y, g_y, ok = _line_search(
-            self, f, prox, state.y, state.lipschitz, dtype, while_loop
-        )
-        if self.acceleration:
-            t_new = (1 + jnp.sqrt(1 + 4 * state.t**2)) / 2
-            # Gradient restart: momentum against the step taken is dropped.
-            back, forth = _sub(state.y, x_new), _sub(x_new, state.x)
-            restart = _vdot(_leaves(back), _leaves(forth), dtype) > 0
-            t_new = jnp.where(restart, jnp.ones_like(t_new), t_new)
-            momentum = jnp.where(restart, 0, (state.t - 1) / t_new)
-            y_new = _axpy(momentum, forth, x_new)
-        else:
-            t_new, y_new = state.t, x_new
-        done = ok & converged(x_new, state.y, rtol, atol)
-        return _State(x_new, y_new, t_new, lip, f_y, g_y), done
 
-    zero = jnp.zeros((), dtype)
-    init = _State(
-        x=x0,
-        y=x0,
-        t=jnp.ones((), dtype),
-        lipschitz=jnp.asarray(self.initial_lipschitz, dtype),
-        objective=zero,
-        gradient=zero,
-    )
-    state, num_steps, result = iterate(
-        step, init, max_steps=self.max_steps, while_loop=while_loop
-    )
-    stats = {"num_steps": num_steps, "lipschitz": state.lipschitz}
-    return Solution(value=state.x, result=result, aux=None, stats=stats)
+def _stepsize_at(
+    solver: _AbstractProximalGradient, state: _ProximalGradientState
+) -> ArrayLike:
+    """The fixed step, or the schedule's at step `state.num_steps`."""
+    stepsize = solver.stepsize
+    assert stepsize is not None
+    return stepsize(state.num_steps) if callable(stepsize) else stepsize
+
+
+def _momentum(acceleration: bool, state: _ProximalGradientState, x_new):
+    """`(t+, y+)`: Nesterov's extrapolation with gradient restart, or `(t, x+)`."""
+    if not acceleration:
+        return state.t, x_new
+    dtype = float_dtype(x_new)
+    t_new = (1 + jnp.sqrt(1 + 4 * state.t**2)) / 2
+    # Gradient restart: momentum against the step taken is dropped.
+    back, forth = sub(state.y, x_new), sub(x_new, state.x)
+    restart = vdot(jtu.tree_leaves(back), jtu.tree_leaves(forth), dtype) > 0
+    t_new = jnp.where(restart, jnp.ones_like(t_new), t_new)
+    momentum = jnp.where(restart, 0, (state.t - 1) / t_new)
+    return t_new, axpy(momentum, forth, x_new)
 
 
 class ProjectedGradient(_AbstractProximalGradient):

@@ -1,0 +1,138 @@
+"""The problems the tests share, built once: ridge regression, L2-regularised logistic
+regression, the lasso and the multiclass (Crammer-Singer) SVM dual. Data generators
+and objectives only; the checks are in `helpers.py`.
+
+Objectives take the data as trailing arguments, `f(x, theta, X, y)`: a test binds its
+own data (`lambda x, theta: ridge_objective(x, theta, X, y)`), so the data may also be
+closed-over tracers or parameters of an `eqx.Module`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# --- Ridge regression ---------------------------------------------------------------
+
+
+def ridge_data(n=20, d=5, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.standard_normal((n, d)), dtype=dtype)
+    y = jnp.asarray(rng.standard_normal(n), dtype=dtype)
+    return X, y
+
+
+def ridge_objective(x, theta, X, y):
+    """`0.5 ||X x - y||^2 + 0.5 theta ||x||^2`."""
+    return 0.5 * jnp.sum((X @ x - y) ** 2) + 0.5 * theta * jnp.sum(x**2)
+
+
+def ridge_gradient(x, theta, X, y):
+    """The gradient of `ridge_objective` in `x`, written out: `X^T (X x - y) + theta
+    x` (the root condition of `custom_root`)."""
+    return X.T @ (X @ x - y) + theta * x
+
+
+def ridge_closed_form(X, y, theta):
+    d = X.shape[1]
+    return jnp.linalg.solve(X.T @ X + theta * jnp.eye(d, dtype=X.dtype), X.T @ y)
+
+
+def ridge_closed_form_jacobian(X, y, theta):
+    """d/dtheta of `(X^T X + theta I)^{-1} X^T y`: `-(X^T X + theta I)^{-1} x*`."""
+    d = X.shape[1]
+    x_star = ridge_closed_form(X, y, theta)
+    return -jnp.linalg.solve(X.T @ X + theta * jnp.eye(d), x_star)
+
+
+# --- Logistic regression ------------------------------------------------------------
+
+
+def logistic_data(n=30, d=4, seed=1):
+    """Features and labels in {-1, 1} drawn from a logistic model."""
+    rng = np.random.default_rng(seed)
+    X = jnp.asarray(rng.standard_normal((n, d)))
+    w = rng.standard_normal(d)
+    labels = (rng.uniform(size=n) < 1 / (1 + np.exp(-np.asarray(X) @ w))).astype(float)
+    return X, jnp.asarray(2 * labels - 1)
+
+
+def logistic_loss(x, X, y):
+    """The logistic loss `sum log(1 + exp(-y X x))`, labels `y` in {-1, 1}."""
+    return jnp.sum(jnp.logaddexp(0.0, -y * (X @ x)))
+
+
+def logistic_objective(x, theta, X, y):
+    """L2-regularised logistic regression: smooth, strictly convex, not quadratic."""
+    return logistic_loss(x, X, y) + 0.5 * theta * jnp.sum(x**2)
+
+
+# --- Lasso --------------------------------------------------------------------------
+
+
+def lasso_data(w_true, n, rng, noise=0.3):
+    """`n` samples of `y = X w_true + noise`, drawn from `rng` (a NumPy generator,
+    which a test may go on drawing from)."""
+    X = rng.standard_normal((n, len(w_true)))
+    y = X @ w_true + noise * rng.standard_normal(n)
+    return X, y
+
+
+def least_squares(x, X, y):
+    """The lasso's smooth part in scikit-learn's scaling: `(1 / 2n) ||X x - y||^2`."""
+    return 0.5 * jnp.sum((X @ x - y) ** 2) / X.shape[0]
+
+
+def sklearn_lasso(X, y, alpha):
+    """scikit-learn's lasso solution (no intercept), to its tightest tolerance."""
+    from sklearn.linear_model import Lasso
+
+    model = Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=1_000_000)
+    return model.fit(X, y).coef_
+
+
+# --- Multiclass SVM dual (Crammer-Singer) -------------------------------------------
+
+
+def svm_data(n, p, k, rng, n_val=None):
+    """`n` training samples (`X`, one-hot `Y` of random labels), then `n_val`
+    validation samples if asked, drawn from `rng` (a NumPy generator)."""
+
+    def draw(m):
+        X = jnp.asarray(rng.standard_normal((m, p)))
+        Y = jax.nn.one_hot(jnp.asarray(rng.integers(0, k, m)), k, dtype=jnp.float64)
+        return X, Y
+
+    if n_val is None:
+        return draw(n)
+    return (*draw(n), *draw(n_val))
+
+
+def svm_weights(beta, lam, X, Y):
+    """The primal weights `W = X^T (Y - beta) / lam` of dual variables `beta`."""
+    return X.T @ (Y - beta) / lam
+
+
+def svm_dual(beta, lam, X, Y):
+    """The Crammer-Singer dual, as a minimisation over one simplex per sample (row of
+    `beta`): `0.5 lam ||W||^2 + <beta, Y>`."""
+    return 0.5 * lam * jnp.sum(svm_weights(beta, lam, X, Y) ** 2) + jnp.sum(beta * Y)
+
+
+def svm_validation_loss(beta, lam, X, Y, X_val, Y_val):
+    """Softmax cross-entropy of the validation scores `X_val W(beta, lam)`."""
+    scores = X_val @ svm_weights(beta, lam, X, Y)
+    return jnp.mean(jax.nn.logsumexp(scores, axis=1) - jnp.sum(scores * Y_val, axis=1))
+
+
+def svm_dual_cvxpy(X, Y, lam, **solve_options):
+    """The dual solved by CVXPY (CLARABEL; `solve_options` passed on): an independent
+    reference."""
+    import cvxpy as cp
+
+    X, Y = np.asarray(X), np.asarray(Y)
+    beta = cp.Variable(Y.shape)
+    objective = 0.5 / float(lam) * cp.sum_squares(X.T @ (Y - beta))
+    objective = objective + cp.sum(cp.multiply(beta, Y))
+    problem = cp.Problem(cp.Minimize(objective), [beta >= 0, cp.sum(beta, axis=1) == 1])
+    problem.solve(solver=cp.CLARABEL, **solve_options)
+    return beta.value
