@@ -29,7 +29,13 @@ from implicitx.projection import (
     TransportPolytope,
 )
 
-from .helpers import finite_difference_jvp, raises_runtime, random_like, tree_dot
+from .helpers import (
+    assert_tree_allclose,
+    finite_difference_jvp,
+    raises_runtime,
+    random_like,
+    tree_dot,
+)
 
 
 cp = pytest.importorskip("cvxpy")
@@ -654,3 +660,16 @@ def test_polytopes_reach_the_top_level_namespace():
         assert issubclass(
             getattr(ix.projection, name), ix.projection.AbstractProjection
         )
+
+
+@pytest.mark.parametrize("tiny", [1e-20, 1e-67, 1e-207, 1e-300])
+def test_exponential_cone_root_bracket_as_wide_as_float64(tiny):
+    # (1, tiny, tiny): the bisection bracket for the root is ~1/tiny wide, so the
+    # solve needs ~log2(1/tiny) steps (it once stopped at 256). The projection tends
+    # to that of (1, 0, 0).
+    projection = ix.projection.ExponentialCone()
+    expected = projection(jnp.array([1.0, 0.0, 0.0]))
+    assert_tree_allclose(
+        projection(jnp.array([1.0, tiny, tiny])), expected, rtol=1e-12, atol=1e-12
+    )
+    assert float(projection.violation(expected)) <= 1e-15

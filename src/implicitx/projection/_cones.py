@@ -259,7 +259,9 @@ class _ExpConeRootSolver(AbstractSolver):
         )
 
 
-_EXP_ROOT = ImplicitArgmin(Root(_exp_residual), _ExpConeRootSolver(max_steps=256))
+# The bracket can be as wide as `r0 / s0` (up to ~1e308 in float64): bisection needs
+# log2(width / tolerance) steps, at most about 1024 + 60; it stops early as usual.
+_EXP_ROOT = ImplicitArgmin(Root(_exp_residual), _ExpConeRootSolver(max_steps=1100))
 
 
 class ExponentialCone(AbstractProjection):
@@ -289,6 +291,12 @@ class ExponentialCone(AbstractProjection):
     """
 
     def __call__(self, y: Float[Array, " 3"]) -> Float[Array, " 3"]:
+        # Entries below eps * max|y| are set to zero (which moves the projection by
+        # at most that much, as it is non-expansive): otherwise ratios such as
+        # `r0 / s0` reach 1e300 and the arithmetic below overflows. Derivatives are
+        # still taken with respect to every entry.
+        negligible = jnp.abs(y) <= jnp.finfo(y.dtype).eps * jnp.max(jnp.abs(y))
+        y = y + jax.lax.stop_gradient(jnp.where(negligible, -y, 0))
         r0, s0, t0 = y[0], y[1], y[2]
         # Membership tests (no derivative flows through them).
         safe_s = jnp.where(s0 > 0, s0, 1)
