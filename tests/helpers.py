@@ -20,6 +20,15 @@ def finite_difference_jvp(fn, primal, tangent, *, eps=1e-5):
     return jtu.tree_map(lambda a, b: (a - b) / (2 * eps), fn(plus), fn(minus))
 
 
+def finite_difference_jacobian(fn, x, *, eps=1e-5):
+    """The Jacobian of `fn` at the array `x`, by `finite_difference_jvp` along every
+    coordinate (vmapped): shape `fn(x).shape + x.shape`."""
+    x = jnp.asarray(x)
+    basis = jnp.eye(x.size, dtype=x.dtype).reshape((x.size,) + x.shape)
+    columns = jax.vmap(lambda e: finite_difference_jvp(fn, x, e, eps=eps))(basis)
+    return jnp.moveaxis(columns, 0, -1).reshape(columns.shape[1:] + x.shape)
+
+
 def random_like(key, tree):
     leaves, treedef = jtu.tree_flatten(tree)
     keys = jax.random.split(key, len(leaves))

@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 
 import implicitx as ix
 
+from .helpers import finite_difference_jacobian
 from .projection_helpers import (
     CASES,
     closest_distance,
@@ -208,9 +209,8 @@ def _flat_function(projection, y):
 @eqx.filter_jit
 def _jacobians(projection, y, eps=1e-6):
     f, v = _flat_function(projection, y)
-    basis = jnp.eye(v.shape[0], dtype=v.dtype)
-    finite_differences = jax.vmap(lambda e: f(v + eps * e) - f(v - eps * e))(basis)
-    return jax.jacfwd(f)(v), jax.jacrev(f)(v), finite_differences.T / (2 * eps)
+    finite_differences = finite_difference_jacobian(f, v, eps=eps)
+    return jax.jacfwd(f)(v), jax.jacrev(f)(v), finite_differences
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
@@ -347,11 +347,7 @@ def test_box_section_at_a_vertex_and_second_order():
     y = jnp.array([0.3, -0.2, 0.9, 1.7])
     loss = lambda y: jnp.sum(jnp.sin(section(y)))
     hessian = jax.jit(jax.hessian(loss))(y)
-    eps = 1e-6
-    grad = jax.grad(loss)
-    finite_differences = jax.jit(
-        jax.vmap(lambda e: (grad(y + eps * e) - grad(y - eps * e)) / (2 * eps))
-    )(jnp.eye(4))
+    finite_differences = finite_difference_jacobian(jax.grad(loss), y, eps=1e-6)
     np.testing.assert_allclose(hessian, finite_differences, atol=1e-7)
     assert np.abs(hessian).max() > 1e-2
 

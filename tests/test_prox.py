@@ -24,6 +24,8 @@ from jaxtyping import Array, Float, Scalar
 
 import implicitx as ix
 
+from .helpers import finite_difference_jacobian
+
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 SIZES = (4, 7)
@@ -464,23 +466,17 @@ def _jacobians(case: Case):
 
 
 def _finite_differences(case, args, eps=1e-6):
-    """Central differences, one coordinate of one argument at a time, through the
-    jitted prox (compiled once for the shapes, reused by the property tests)."""
+    """Central differences with respect to each argument in turn, through the jitted
+    prox (compiled once for the shapes, reused by the property tests)."""
     apply = _apply(case)
-    args = [np.asarray(a, dtype=np.float64) for a in args]
-    jacobians = []
-    for i, arg in enumerate(args):
-        columns = []
-        for j in range(arg.size):
-            step = np.zeros(arg.size)
-            step[j] = eps
-            step = step.reshape(arg.shape)
-            plus = [a + step if k == i else a for k, a in enumerate(args)]
-            minus = [a - step if k == i else a for k, a in enumerate(args)]
-            columns.append((apply(*plus) - apply(*minus)) / (2 * eps))
-        out_shape = np.shape(columns[0])
-        jacobians.append(np.stack(columns, axis=-1).reshape(out_shape + arg.shape))
-    return jacobians
+    args = [jnp.asarray(a, dtype=jnp.float64) for a in args]
+
+    def along(i):
+        return lambda a: apply(*args[:i], a, *args[i + 1 :])
+
+    return [
+        finite_difference_jacobian(along(i), arg, eps=eps) for i, arg in enumerate(args)
+    ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
