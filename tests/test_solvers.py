@@ -526,3 +526,44 @@ def test_linear_program_with_scipy_linprog():
     expected[:, active] = np.linalg.inv(G[active])
     np.testing.assert_allclose(jax.jacrev(argmin)(h), expected, atol=1e-8)
     np.testing.assert_allclose(jax.jacfwd(argmin)(h), expected, atol=1e-8)
+
+
+def test_root_finder_options_depend_on_theta_bisection_bracket():
+    # x^3 = theta has the root theta^(1/3), bracketed by [0, max(1, theta)] for
+    # theta > 0: the bracket is computed from theta by the `options` callable.
+    condition = ix.Root(lambda x, theta: x**3 - theta)
+    solver = ix.solvers.OptimistixRootFinder(
+        optx.Bisection(rtol=1e-12, atol=1e-12, flip=False),
+        max_steps=200,
+        options=lambda theta: dict(lower=0.0, upper=jnp.maximum(1.0, theta)),
+    )
+    argmin = ix.ImplicitArgmin(condition, solver)
+    for theta in (0.3, 8.0, 1e3):
+        theta = jnp.asarray(theta)
+        x0 = jnp.maximum(1.0, theta) / 2  # bisection starts inside its bracket
+        sol = argmin.solve(theta, x0)
+        assert sol.result == ix.RESULTS.successful
+        np.testing.assert_allclose(sol.value, theta ** (1 / 3), rtol=1e-10)
+        grad = jax.grad(lambda t: argmin(t, x0))(theta)
+        np.testing.assert_allclose(grad, theta ** (-2 / 3) / 3, rtol=1e-8)
+
+
+def test_polished_without_tol_takes_the_coarse_result():
+    from implicitx.projection._polished import Polished
+
+    condition = ix.Root(lambda x, theta: x**3 - theta)
+    error = lambda x, theta: jnp.abs(x**3 - theta)
+    newton = ix.solvers.OptimistixRootFinder(optx.Newton(rtol=1e-12, atol=1e-12))
+    short = ix.solvers.OptimistixRootFinder(
+        optx.Newton(rtol=1e-12, atol=1e-12), max_steps=2
+    )
+    theta, x0 = jnp.asarray(8.0), jnp.asarray(1.0)
+    # The coarse solve converges: success, polished value at least as good.
+    sol = Polished(newton, short, error, tol=None).solve(condition, theta, x0)
+    assert sol.result == ix.RESULTS.successful
+    np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)
+    # The coarse solve stops short: its failure is reported, even though the polish
+    # (a converging Newton run) found the root.
+    sol = Polished(short, newton, error, tol=None).solve(condition, theta, x0)
+    assert sol.result == ix.RESULTS.nonlinear_max_steps_reached
+    np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)

@@ -2,7 +2,6 @@
 
 import math
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -11,10 +10,8 @@ from jaxtyping import Array, Float, Scalar
 from .._argmin import ImplicitArgmin
 from .._conditions import Root
 from .._operator_base import AbstractProjection, safe_norm
-from .._results import as_results
-from .._solution import Solution
-from .._while_loops import lax_while_loop
-from ..solvers import AbstractSolver
+from ..solvers import OptimistixRootFinder
+from ._polished import Polished
 
 
 # --------------------------------------------------------------------------------------
@@ -175,12 +172,16 @@ def _newton_scaled_residual(rho: Array, v: Array) -> Array:
     """`f / |f'| / (1 + |rho|)`, with `f` the residual above: the relative Newton step.
     It has the sign of `h`, so bisection can use it, and its size estimates the
     (relative) distance to the root, which makes the stopping rule of the bisection
-    independent of the scale of `v`."""
+    independent of the scale of `v`. The factor multiplying `f` is held constant
+    under differentiation: the root and its derivatives of every order are those of
+    `f`, and no second derivative of `f` is formed (a Newton step on it is one on
+    `f`)."""
     value, derivative = jax.jvp(
         lambda r: _exp_residual(r, v), (rho,), (jnp.ones_like(rho),)
     )
     tiny = jnp.finfo(rho.dtype).tiny
-    return value / (jnp.abs(derivative) + tiny) / (1 + jnp.abs(rho))
+    scale = 1 / (jnp.abs(derivative) + tiny) / (1 + jnp.abs(rho))
+    return value * jax.lax.stop_gradient(scale)
 
 
 def _expand(v: Array, base: Array, direction: int) -> Array:
@@ -215,53 +216,47 @@ def _exp_bracket(v: Array) -> tuple[Array, Array]:
     return lower, upper
 
 
-class _ExpConeRootSolver(AbstractSolver):
-    """Finds the root `rho` of `h` by bisection (optimistix) in the bracket above."""
+# The root problem's `theta` is `(v, lower, upper)`: the point and the bracket of the
+# root (computed once, and not differentiated).
 
-    max_steps: int = eqx.field(static=True)
 
-    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
-        del condition, x0
-        v = theta
-        assert isinstance(v, jax.Array)
-        lower, upper = _exp_bracket(v)
-        tol = float(jnp.finfo(v.dtype).eps) ** 0.75
-        sol = optx.root_find(
-            _newton_scaled_residual,
+def _bracket_options(theta) -> dict[str, Array]:
+    _, lower, upper = theta
+    return dict(lower=lower, upper=upper)
+
+
+def _residual_size(rho: Array, theta) -> Array:
+    return jnp.abs(_exp_residual(rho, theta[0]))
+
+
+def _root_residual(rho: Array, theta) -> Array:
+    return _newton_scaled_residual(rho, theta[0])
+
+
+def _exp_root_solver(dtype) -> Polished:
+    """Bisection (optimistix) in the bracket above, on the relative Newton step (its
+    stopping rule tests the size of the function); then a few Newton steps (kept in
+    the bracket), accepted only if they reduce the residual, as bisection stops at a
+    tolerance above rounding. The bracket can be as wide as `r0 / s0` (up to ~1e308
+    in float64): bisection needs log2(width / tolerance) steps, at most about
+    1024 + 60; it stops early as usual."""
+    tol = float(jnp.finfo(dtype).eps) ** 0.75
+    return Polished(
+        coarse=OptimistixRootFinder(
             optx.Bisection(rtol=tol, atol=tol, flip=False),
-            (lower + upper) / 2,
-            args=v,
-            options=dict(lower=lower, upper=upper),
-            max_steps=self.max_steps,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
-            throw=False,
-        )
-        # Polish with a few Newton steps (kept inside the bracket), accepted only if
-        # they reduce the residual: bisection stops at a tolerance above rounding.
-        polish = optx.root_find(
-            _exp_residual,
-            optx.Newton(rtol=tol, atol=tol),
-            sol.value,
-            args=v,
-            options=dict(lower=lower, upper=upper),
-            max_steps=3,
-            adjoint=optx.RecursiveCheckpointAdjoint(),
-            throw=False,
-        )
-        better = jnp.abs(_exp_residual(polish.value, v)) < jnp.abs(
-            _exp_residual(sol.value, v)
-        )
-        return Solution(
-            value=jnp.where(better, polish.value, sol.value),
-            result=as_results(sol.result),
-            aux=None,
-            stats=dict(sol.stats),
-        )
+            max_steps=1100,
+            options=_bracket_options,
+        ),
+        polish=OptimistixRootFinder(
+            optx.Newton(rtol=tol, atol=tol), max_steps=3, options=_bracket_options
+        ),
+        error=_residual_size,
+        tol=None,
+    )
 
 
-# The bracket can be as wide as `r0 / s0` (up to ~1e308 in float64): bisection needs
-# log2(width / tolerance) steps, at most about 1024 + 60; it stops early as usual.
-_EXP_ROOT = ImplicitArgmin(Root(_exp_residual), _ExpConeRootSolver(max_steps=1100))
+# The root `rho` of the relative Newton step: that of `h`, with its derivatives.
+_EXP_CONDITION = Root(_root_residual)
 
 
 class ExponentialCone(AbstractProjection):
@@ -313,7 +308,9 @@ class ExponentialCone(AbstractProjection):
         quadrant_value = jnp.stack([r0, jnp.zeros_like(s0), jnp.maximum(t0, 0)])
 
         v = jnp.where(root_case, y, jnp.asarray(_SAFE_POINT, y.dtype))
-        rho = _EXP_ROOT(v)
+        lower, upper = jax.lax.stop_gradient(_exp_bracket(v))
+        root = ImplicitArgmin(_EXP_CONDITION, _exp_root_solver(y.dtype))
+        rho = root((v, lower, upper), (lower + upper) / 2)
         vr, vs, vt = v[0], v[1], v[2]
         q = rho * rho - rho + 1
         s = ((rho - 1) * vr + vs) / q

@@ -17,9 +17,10 @@ from ..solvers import AbstractSolver
 
 class Polished(AbstractSolver):
     """Runs `coarse`, then `polish` from its solution, and keeps whichever has the
-    smaller `error(x, theta)`. It has converged when that error is at most `tol` (a
-    non-finite solution is `nonfinite_iterate`); `polish`'s own result is not used,
-    so a few steps of a fast local method suffice.
+    smaller `error(x, theta)`. It has converged when that error is at most `tol`, or,
+    with `tol=None`, when `coarse` has (a non-finite solution is
+    `nonfinite_iterate`); `polish`'s own result is not used, so a few steps of a fast
+    local method suffice.
 
     No public solver chains two solves, nor judges convergence by a measure of the
     problem's own (the marginals of a transport plan, a relative Newton step).
@@ -29,13 +30,13 @@ class Polished(AbstractSolver):
     - `coarse`: the solver that finds the solution.
     - `polish`: the solver started from it, e.g. a few Newton steps.
     - `error`: `error(x, theta) -> scalar`, zero at the solution.
-    - `tol`: the largest error of a converged solve.
+    - `tol`: the largest error of a converged solve, or `None`: `coarse` judges.
     """
 
     coarse: AbstractSolver
     polish: AbstractSolver
     error: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
-    tol: float = eqx.field(static=True)
+    tol: float | None = eqx.field(static=True)
 
     def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         coarse = self.coarse.solve(condition, theta, x0, while_loop=while_loop)
@@ -47,8 +48,11 @@ class Polished(AbstractSolver):
             lambda u, v: jnp.where(use_fine, u, v), fine.value, coarse.value
         )
         error = jnp.where(use_fine, fine_error, coarse_error)
-        ok, failed = RESULTS.successful, RESULTS.nonlinear_max_steps_reached
-        result = RESULTS.where(error <= self.tol, ok, failed)  # pyright: ignore
+        if self.tol is None:
+            result = coarse.result
+        else:
+            ok, failed = RESULTS.successful, RESULTS.nonlinear_max_steps_reached
+            result = RESULTS.where(error <= self.tol, ok, failed)  # pyright: ignore
         result = RESULTS.where(
             tree_all_finite(value),
             result,

@@ -58,6 +58,11 @@ class _AbstractOptimistixSolver(AbstractSolver):
         """`(entry point, fn)`: what to run on the condition; raises a `TypeError`
         if the condition has no such function."""
 
+    def _options(self, theta) -> dict[str, Any]:
+        """The optimistix solver's `options` at `theta` (none by default)."""
+        del theta
+        return {}
+
     def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         del while_loop  # optimistix's own
         entry, fn = self._problem(condition)
@@ -66,6 +71,7 @@ class _AbstractOptimistixSolver(AbstractSolver):
             self.solver,
             require_x0(x0, self),
             args=theta,
+            options=self._options(theta),
             max_steps=self.max_steps,
             # optimistix runs its own loop; when unrolled, its checkpointed loop
             # supports reverse mode (not forward mode).
@@ -107,13 +113,20 @@ class OptimistixRootFinder(_AbstractOptimistixSolver):
     - `solver`: an `optimistix.AbstractRootFinder`, e.g.
         `optimistix.Newton(rtol=1e-10, atol=1e-10)`.
     - `max_steps`: as for [`implicitx.solvers.OptimistixMinimiser`][].
+    - `options`: the root finder's `options` as a function of `theta`, e.g. the
+        bracket of `optimistix.Bisection`,
+        `lambda theta: dict(lower=..., upper=...)`. Default: none.
     """
 
     solver: optx.AbstractRootFinder
     max_steps: int = eqx.field(default=256, static=True)
+    options: Callable[[Any], dict[str, Any]] | None = None
 
     def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
         return optx.root_find, condition
+
+    def _options(self, theta) -> dict[str, Any]:
+        return {} if self.options is None else self.options(theta)
 
 
 class OptimistixFixedPoint(_AbstractOptimistixSolver):
