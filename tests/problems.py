@@ -1,6 +1,8 @@
 """The problems the tests share, built once: ridge regression, L2-regularised logistic
-regression, the lasso and the multiclass (Crammer-Singer) SVM dual. Data generators
-and objectives only; the checks are in `helpers.py`.
+regression, the lasso and the elastic net, non-negative least squares, the multiclass
+(Crammer-Singer) SVM dual and a smooth root problem, with their independent references
+(closed forms, scikit-learn, SciPy, CVXPY). Data generators and objectives only; the
+checks are in `helpers.py`.
 
 Objectives take the data as trailing arguments, `f(x, theta, X, y)`: a test binds its
 own data (`lambda x, theta: ridge_objective(x, theta, X, y)`), so the data may also be
@@ -30,6 +32,11 @@ def ridge_gradient(x, theta, X, y):
     """The gradient of `ridge_objective` in `x`, written out: `X^T (X x - y) + theta
     x` (the root condition of `custom_root`)."""
     return X.T @ (X @ x - y) + theta * x
+
+
+def ridge_residuals(x, theta, X, y):
+    """The residuals `(X x - y, sqrt(theta) x)`: half their squared norm is ridge's."""
+    return jnp.concatenate([X @ x - y, jnp.sqrt(theta) * x])
 
 
 def ridge_closed_form(X, y, theta):
@@ -66,6 +73,15 @@ def logistic_objective(x, theta, X, y):
     return logistic_loss(x, X, y) + 0.5 * theta * jnp.sum(x**2)
 
 
+def sklearn_logistic(X, y, theta):
+    """scikit-learn's minimiser of `logistic_objective` (no intercept, C = 1/theta)."""
+    from sklearn.linear_model import LogisticRegression
+
+    C = 1 / float(theta)
+    model = LogisticRegression(C=C, fit_intercept=False, tol=1e-12, max_iter=10_000)
+    return model.fit(X, y).coef_[0]
+
+
 # --- Lasso --------------------------------------------------------------------------
 
 
@@ -90,10 +106,50 @@ def sklearn_lasso(X, y, alpha):
     return model.fit(X, y).coef_
 
 
+def sklearn_elastic_net(X, y, alpha, l1_ratio):
+    """scikit-learn's elastic-net solution (no intercept), to its tightest tolerance."""
+    from sklearn.linear_model import ElasticNet
+
+    model = ElasticNet(
+        alpha=alpha,
+        l1_ratio=l1_ratio,
+        fit_intercept=False,
+        tol=1e-14,
+        max_iter=1_000_000,
+    )
+    return model.fit(X, y).coef_
+
+
+def lasso_cvxpy(X, y):
+    """The lasso in CVXPY, its strength a parameter: `(problem, x, alpha)`."""
+    import cvxpy as cp
+
+    n, d = X.shape
+    x = cp.Variable(d)
+    alpha = cp.Parameter(nonneg=True)
+    objective = cp.sum_squares(X @ x - y) / (2 * n) + alpha * cp.norm1(x)
+    return cp.Problem(cp.Minimize(objective)), x, alpha
+
+
+# --- Non-negative least squares -----------------------------------------------------
+
+
+def nnls_objective(x, X, y):
+    """`0.5 ||X x - y||^2`, to be minimised over `x >= 0`."""
+    return 0.5 * jnp.sum((X @ x - y) ** 2)
+
+
+def scipy_nnls(X, y):
+    """SciPy's non-negative least-squares solution (an active-set method)."""
+    import scipy.optimize
+
+    return scipy.optimize.nnls(np.asarray(X), np.asarray(y))[0]
+
+
 # --- Multiclass SVM dual (Crammer-Singer) -------------------------------------------
 
 
-def svm_data(n, p, k, rng, n_val=None):
+def svm_data(n, p, k, rng, n_val=None) -> tuple[jax.Array, ...]:
     """`n` training samples (`X`, one-hot `Y` of random labels), then `n_val`
     validation samples if asked, drawn from `rng` (a NumPy generator)."""
 
@@ -136,3 +192,24 @@ def svm_dual_cvxpy(X, Y, lam, **solve_options):
     problem = cp.Problem(cp.Minimize(objective), [beta >= 0, cp.sum(beta, axis=1) == 1])
     problem.solve(solver=cp.CLARABEL, **solve_options)
     return beta.value
+
+
+# --- A smooth root problem ----------------------------------------------------------
+
+
+def tanh_root(x, theta, M):
+    """`x + 0.5 tanh(M x) - theta`: smooth, nonlinear, one root if `0.5 ||M|| < 1`."""
+    return x + 0.5 * jnp.tanh(M @ x) - theta
+
+
+def tanh_fixed_point_map(x, theta, M):
+    """`theta - 0.5 tanh(M x)`: its fixed point is the root of `tanh_root`."""
+    return theta - 0.5 * jnp.tanh(M @ x)
+
+
+def scipy_tanh_root(theta, M):
+    """The root of `tanh_root` by SciPy (`scipy.optimize.root`, from zero)."""
+    import scipy.optimize
+
+    fun = lambda x: np.asarray(tanh_root(jnp.asarray(x), jnp.asarray(theta), M))
+    return scipy.optimize.root(fun, np.zeros(M.shape[0]), tol=1e-14).x

@@ -10,7 +10,13 @@ import pytest
 import implicitx as ix
 
 from .helpers import assert_tree_allclose, finite_difference_jvp
-from .problems import ridge_closed_form, ridge_closed_form_jacobian, ridge_data
+from .problems import (
+    ridge_closed_form,
+    ridge_closed_form_jacobian,
+    ridge_data,
+    ridge_objective,
+    ridge_residuals,
+)
 
 
 X, Y = ridge_data()
@@ -18,7 +24,7 @@ X, Y = ridge_data()
 
 def _ridge_with_aux(x, theta):
     residual = X @ x - Y
-    value = 0.5 * jnp.sum(residual**2) + 0.5 * theta * jnp.sum(x**2)
+    value = ridge_objective(x, theta, X, Y)
     return value, {"predictions": X @ x, "residual_norm": jnp.linalg.norm(residual)}
 
 
@@ -114,3 +120,32 @@ def test_aux_from_both_objective_and_solver_is_an_error():
     argmin = ix.ImplicitArgmin(ix.Stationarity(_ridge_with_aux, has_aux=True), solver)
     with pytest.raises(ValueError, match="Both the objective of `Stationarity`"):
         argmin.solve(2.0)
+
+
+def _ridge_residuals_with_aux(x, theta):
+    # 0.5 ||r||^2 with r = (X x - Y, sqrt(theta) x) is the ridge objective.
+    return ridge_residuals(x, theta, X, Y), {"predictions": X @ x}
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        ix.solvers.OptimistixLeastSquares(optx.GaussNewton(rtol=1e-12, atol=1e-12)),
+        ix.solvers.OptimistixMinimiser(optx.BFGS(rtol=1e-12, atol=1e-12)),
+    ],
+    ids=["gauss_newton", "bfgs"],
+)
+def test_least_squares_aux_at_the_solution_and_its_derivative(solver):
+    condition = ix.LeastSquaresStationarity(
+        _ridge_residuals_with_aux, convex=True, has_aux=True
+    )
+    argmin = ix.ImplicitArgmin(condition, solver, x0=jnp.zeros(X.shape[1]))
+    theta = 2.0
+    sol = argmin.solve(theta)
+    x = ridge_closed_form(X, Y, theta)
+    assert_tree_allclose(sol.value, x, rtol=1e-7, atol=1e-8)
+    assert_tree_allclose(sol.aux["predictions"], X @ x, rtol=1e-7, atol=1e-8)
+    # d(predictions)/d(theta) = X dx*/dtheta, in closed form.
+    _, tangent = jax.jvp(lambda t: argmin.solve(t).aux["predictions"], (theta,), (1.0,))
+    expected = X @ ridge_closed_form_jacobian(X, Y, theta)
+    assert_tree_allclose(tangent, expected, rtol=1e-6, atol=1e-8)

@@ -2,6 +2,8 @@
 
 - A user's own composite condition (a subclass of `AbstractCompositeCondition`) is
   solved by every composite solver, which asks it for its objective and prox only.
+- A user's own mirror-descent condition (a subclass of
+  `AbstractMirrorDescentCondition`) is solved by `MirrorDescent`.
 - The adjoint hands the solver its loop: a custom adjoint's `while_loop` is the one
   the solver runs; `UnrolledAdjoint` refuses a solver that cannot be unrolled.
 """
@@ -79,6 +81,41 @@ def test_a_users_composite_condition_works_with_every_composite_solver(name):
         lambda t: jnp.asarray(_reference(np.asarray(t))), theta, tangent, eps=1e-6
     )
     np.testing.assert_allclose(jvp, fd, atol=1e-6)
+
+
+class EntropicProjection(ix.AbstractMirrorDescentCondition):
+    """`min_{x in simplex} 0.5 ||x - theta||^2` by exponentiated gradient, written by
+    a user: the mirror map is the negative entropy, the step a constant."""
+
+    objective: Callable
+
+    def mirror_map_at(self, theta):
+        del theta
+        return ix.mirror.NegativeEntropySimplex()
+
+    def step_size(self):
+        return 0.5
+
+
+def test_a_users_mirror_descent_condition_works_with_mirror_descent():
+    condition = EntropicProjection(lambda x, theta: 0.5 * jnp.sum((x - theta) ** 2))
+    solver = ix.solvers.MirrorDescent(rtol=1e-12, atol=1e-12)
+    argmin = ix.ImplicitArgmin(condition, solver, x0=jnp.full(4, 0.25))
+    theta = jnp.array([0.35, 0.25, 0.45, 0.15])
+    # The projection onto the simplex, here in its interior: theta shifted by the
+    # mean excess; its Jacobian there is the centring matrix I - 11^T / n.
+    expected = theta - (jnp.sum(theta) - 1) / 4
+    np.testing.assert_allclose(argmin(theta), expected, atol=1e-10)
+    np.testing.assert_allclose(
+        jax.jacobian(argmin)(theta), np.eye(4) - np.ones((4, 4)) / 4, atol=1e-8
+    )
+
+
+def test_mirror_descent_refuses_a_condition_without_a_mirror_step():
+    with pytest.raises(TypeError, match="AbstractMirrorDescentCondition"):
+        ix.solvers.MirrorDescent().init(
+            NonNegativeRidge(_objective), jnp.asarray(Y), jnp.zeros(D)
+        )
 
 
 class _CountingAdjoint(ix.ImplicitAdjoint):

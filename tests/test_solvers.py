@@ -2,17 +2,15 @@
 (scikit-learn, SciPy, CVXPY, closed forms) and its implicit hypergradient matches
 finite differences of the solution map."""
 
-import cvxpy as cp
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pytest
-import scipy.optimize
-from sklearn.linear_model import ElasticNet, Lasso, LogisticRegression
 
 import implicitx as ix
 
+from . import problems
 from .helpers import finite_difference_jvp, raises_runtime
 
 
@@ -20,9 +18,8 @@ TOL = 1e-12
 FD_TOL = 1e-14  # the solver giving the finite differences, where they need it
 _rng = np.random.default_rng(0)
 N, D = 40, 6
-X = _rng.standard_normal((N, D))
 W_TRUE = np.array([1.5, -2.0, 0.0, 0.0, 0.7, 0.0])
-Y = X @ W_TRUE + 0.3 * _rng.standard_normal(N)
+X, Y = problems.lasso_data(W_TRUE, N, _rng)
 LABELS = np.where(X @ W_TRUE + _rng.standard_normal(N) > 0, 1.0, -1.0)
 XJ, YJ, LJ = jnp.asarray(X), jnp.asarray(Y), jnp.asarray(LABELS)
 
@@ -37,78 +34,59 @@ class Problem:
         self.solvers = solvers
 
 
+# The problems are those of `problems.py`, bound here to this file's data.
+
 # -- Least squares (ridge), as residuals -------------------------------------------
 
 
 def ridge_residuals(x, theta):
-    return jnp.concatenate([XJ @ x - YJ, jnp.sqrt(theta) * x])
+    return problems.ridge_residuals(x, theta, XJ, YJ)
 
 
 def ridge_reference(theta):
-    return np.linalg.solve(X.T @ X + float(theta) * np.eye(D), X.T @ Y)
+    return problems.ridge_closed_form(XJ, YJ, theta)
 
 
 # -- Logistic regression ------------------------------------------------------------
 
 
 def logistic(x, theta):
-    return jnp.sum(jnp.logaddexp(0.0, -LJ * (XJ @ x))) + 0.5 * theta * jnp.sum(x**2)
+    return problems.logistic_objective(x, theta, XJ, LJ)
 
 
 def logistic_reference(theta):
-    model = LogisticRegression(
-        C=1 / float(theta), fit_intercept=False, tol=1e-12, max_iter=10_000
-    )
-    return model.fit(X, LABELS).coef_[0]
-
-
-def sklearn_logistic(theta, x0):
-    return logistic_reference(theta)
+    return problems.sklearn_logistic(X, LABELS, theta)
 
 
 # -- Lasso, elastic net, non-negative least squares ------------------------------------
 
 
 def smooth_ls(x, theta):
-    return 0.5 * jnp.sum((XJ @ x - YJ) ** 2) / N
+    return problems.least_squares(x, XJ, YJ)
 
 
 def lasso_reference(theta):
-    model = Lasso(alpha=float(theta), fit_intercept=False, tol=1e-14, max_iter=10**6)
-    return model.fit(X, Y).coef_
+    return problems.sklearn_lasso(X, Y, float(theta))
 
 
 L1_RATIO = 0.7
 
 
 def enet_reference(theta):
-    model = ElasticNet(
-        alpha=float(theta),
-        l1_ratio=L1_RATIO,
-        fit_intercept=False,
-        tol=1e-14,
-        max_iter=10**6,
-    )
-    return model.fit(X, Y).coef_
+    return problems.sklearn_elastic_net(X, Y, float(theta), L1_RATIO)
 
 
 def nnls_smooth(x, theta):
-    return 0.5 * jnp.sum((XJ @ x - theta) ** 2)
+    return problems.nnls_objective(x, XJ, theta)
 
 
 def nnls_reference(theta):
-    return scipy.optimize.nnls(X, np.asarray(theta))[0]
+    return problems.scipy_nnls(X, theta)
 
 
 def _lasso_cvxpy():
-    x = cp.Variable(D)
-    alpha = cp.Parameter(nonneg=True)
-    objective = cp.sum_squares(X @ x - Y) / (2 * N) + alpha * cp.norm1(x)
-    problem = cp.Problem(cp.Minimize(objective))
     return ix.solvers.CvxpySolver(
-        problem,
-        x,
-        alpha,
+        *problems.lasso_cvxpy(X, Y),
         {
             "solver": "CLARABEL",
             "tol_gap_abs": 1e-12,
@@ -121,26 +99,17 @@ def _lasso_cvxpy():
 # -- Multiclass SVM dual (one simplex per row) ---------------------------------------
 
 NS, PS, KS = 8, 16, 3
-XS = jnp.asarray(_rng.standard_normal((NS, PS)))
-YS = jax.nn.one_hot(jnp.asarray(_rng.integers(0, KS, NS)), KS, dtype=jnp.float64)
+XS, YS = problems.svm_data(NS, PS, KS, _rng)
 
 
 def svm_dual(beta, lam):
-    w = XS.T @ (YS - beta) / lam
-    return 0.5 * lam * jnp.sum(w**2) + jnp.sum(beta * YS)
+    return problems.svm_dual(beta, lam, XS, YS)
 
 
 def svm_reference(lam):
-    beta = cp.Variable((NS, KS))
-    objective = (
-        0.5 / float(lam) * cp.sum_squares(np.asarray(XS).T @ (np.asarray(YS) - beta))
+    return problems.svm_dual_cvxpy(
+        XS, YS, lam, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
     )
-    objective = objective + cp.sum(cp.multiply(beta, np.asarray(YS)))
-    problem = cp.Problem(cp.Minimize(objective), [beta >= 0, cp.sum(beta, axis=1) == 1])
-    problem.solve(
-        solver=cp.CLARABEL, tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12
-    )
-    return beta.value
 
 
 # -- A smooth root problem -----------------------------------------------------------
@@ -149,16 +118,15 @@ M = jnp.asarray(0.4 * _rng.standard_normal((D, D)) / np.sqrt(D))
 
 
 def root_F(x, theta):
-    return x + 0.5 * jnp.tanh(M @ x) - theta
+    return problems.tanh_root(x, theta, M)
 
 
 def root_T(x, theta):
-    return theta - 0.5 * jnp.tanh(M @ x)
+    return problems.tanh_fixed_point_map(x, theta, M)
 
 
 def root_reference(theta):
-    fun = lambda x: np.asarray(root_F(jnp.asarray(x), jnp.asarray(theta)))
-    return scipy.optimize.root(fun, np.zeros(D), tol=1e-14).x
+    return problems.scipy_tanh_root(theta, M)
 
 
 PROBLEMS = {
@@ -196,7 +164,9 @@ PROBLEMS = {
                 optx.NonlinearCG(rtol=TOL, atol=TOL), 5000
             ),
             "scipy_bfgs": ix.solvers.ScipyMinimize("BFGS", 1e-9),
-            "sklearn": ix.solvers.ExternalSolver(sklearn_logistic),
+            "sklearn": ix.solvers.ExternalSolver(
+                lambda theta, x0: logistic_reference(theta)
+            ),
         },
     ),
     "lasso": Problem(
@@ -544,7 +514,7 @@ def test_root_finder_options_depend_on_theta_bisection_bracket():
         sol = argmin.solve(theta, x0)
         assert sol.result == ix.RESULTS.successful
         np.testing.assert_allclose(sol.value, theta ** (1 / 3), rtol=1e-10)
-        grad = jax.grad(lambda t: argmin(t, x0))(theta)
+        grad = jax.grad(lambda t, x0=x0: argmin(t, x0))(theta)
         np.testing.assert_allclose(grad, theta ** (-2 / 3) / 3, rtol=1e-8)
 
 
@@ -559,11 +529,11 @@ def test_polished_without_tol_takes_the_coarse_result():
     )
     theta, x0 = jnp.asarray(8.0), jnp.asarray(1.0)
     # The coarse solve converges: success, polished value at least as good.
-    sol = Polished(newton, short, error, tol=None).solve(condition, theta, x0)
+    sol = Polished(newton, short, error, max_error=None).solve(condition, theta, x0)
     assert sol.result == ix.RESULTS.successful
     np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)
     # The coarse solve stops short: its failure is reported, even though the polish
     # (a converging Newton run) found the root.
-    sol = Polished(short, newton, error, tol=None).solve(condition, theta, x0)
+    sol = Polished(short, newton, error, max_error=None).solve(condition, theta, x0)
     assert sol.result == ix.RESULTS.nonlinear_max_steps_reached
     np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)

@@ -17,6 +17,7 @@ from ._conditions import (
     AbstractCompositeCondition as AbstractCompositeCondition,
     AbstractCondition as AbstractCondition,
     AbstractFixedPointCondition as AbstractFixedPointCondition,
+    AbstractMirrorDescentCondition as AbstractMirrorDescentCondition,
     AbstractObjectiveCondition as AbstractObjectiveCondition,
     BlockProximalGradientFixedPoint as BlockProximalGradientFixedPoint,
     FixedPoint as FixedPoint,

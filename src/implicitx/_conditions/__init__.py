@@ -2,6 +2,7 @@ from ._base import (
     AbstractCompositeCondition as AbstractCompositeCondition,
     AbstractCondition as AbstractCondition,
     AbstractFixedPointCondition as AbstractFixedPointCondition,
+    AbstractMirrorDescentCondition as AbstractMirrorDescentCondition,
     AbstractObjectiveCondition as AbstractObjectiveCondition,
 )
 from ._gradient_descent import GradientDescentFixedPoint as GradientDescentFixedPoint

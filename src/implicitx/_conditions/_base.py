@@ -3,6 +3,8 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 import jax.tree_util as jtu
 from equinox import AbstractVar
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
@@ -153,3 +155,31 @@ class AbstractCompositeCondition(AbstractFixedPointCondition, _AbstractObjective
     @abc.abstractmethod
     def block_prox_at(self, theta: PyTree[ArrayLike]) -> Callable | None:
         """The map `(x, j, z_j, step) -> prox of block j`, or `None`."""
+
+
+class AbstractMirrorDescentCondition(AbstractActiveSetFixedPoint, _AbstractObjective):
+    """The protocol between a problem `min_{x in C} f(x, theta)` and
+    [`implicitx.solvers.MirrorDescent`][]: the condition gives its smooth objective,
+    its mirror map at `theta` and its step size, and its fixed-point map is the
+    mirror step `x+ = mirror_map.step(x, grad f(x, theta), stepsize)` built from them
+    (see [`implicitx.mirror.AbstractMirrorMap`][]). Subclass it to make your own
+    mirror-descent condition work with the solver.
+
+    - `objective`: `f(x, theta) -> scalar` (read through `objective_value`).
+    - `mirror_map_at(theta)`: the mirror map, an
+        [`implicitx.mirror.AbstractMirrorMap`][].
+    - `step_size()`: the step `eta > 0` (the solver iterates the map with it).
+    """
+
+    @abc.abstractmethod
+    def mirror_map_at(self, theta: PyTree[ArrayLike]) -> Any:
+        """The mirror map (an `implicitx.mirror.AbstractMirrorMap`) at `theta`."""
+
+    @abc.abstractmethod
+    def step_size(self) -> Any:
+        """The step size `eta` of the mirror step, a positive scalar."""
+
+    def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
+        gradient = jax.grad(self.objective_value)(x, theta)
+        step = jnp.asarray(self.step_size(), x.dtype)
+        return self.mirror_map_at(theta).step(x, gradient, step)

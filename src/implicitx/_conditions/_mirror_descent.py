@@ -1,17 +1,15 @@
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from .._operator_base import AbstractMirrorMap
-from ._base import _AbstractObjective, AbstractActiveSetFixedPoint
+from ._base import AbstractMirrorDescentCondition
 from ._operator_at import operator_at
 from ._proximal_gradient import check_stepsize, stepsize_or_nan
 
 
-class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint, _AbstractObjective):
+class MirrorDescentFixedPoint(AbstractMirrorDescentCondition):
     """The fixed point of a mirror-descent step for
     `x*(theta) = argmin_{x in C} f(x, theta)`:
 
@@ -43,8 +41,8 @@ class MirrorDescentFixedPoint(AbstractActiveSetFixedPoint, _AbstractObjective):
     def __check_init__(self):
         check_stepsize(self, self.stepsize)
 
-    def fixed_point_map(self, x: Array, theta: PyTree[ArrayLike]) -> Array:
-        mirror_map = operator_at(self.mirror_map, AbstractMirrorMap, theta)
-        gradient = jax.grad(self.objective_value)(x, theta)
-        step = jnp.asarray(stepsize_or_nan(self.stepsize), x.dtype)
-        return mirror_map.step(x, gradient, step)
+    def mirror_map_at(self, theta: PyTree[ArrayLike]) -> AbstractMirrorMap:
+        return operator_at(self.mirror_map, AbstractMirrorMap, theta)
+
+    def step_size(self) -> Array:
+        return stepsize_or_nan(self.stepsize)

@@ -251,7 +251,7 @@ def _exp_root_solver(dtype) -> Polished:
             optx.Newton(rtol=tol, atol=tol), max_steps=3, options=_bracket_options
         ),
         error=_residual_size,
-        tol=None,
+        max_error=None,
     )
 
 

@@ -17,9 +17,9 @@ from ..solvers import AbstractSolver
 
 class Polished(AbstractSolver):
     """Runs `coarse`, then `polish` from its solution, and keeps whichever has the
-    smaller `error(x, theta)`. It has converged when that error is at most `tol`, or,
-    with `tol=None`, when `coarse` has (a non-finite solution is
-    `nonfinite_iterate`); `polish`'s own result is not used, so a few steps of a fast
+    smaller `error(x, theta)`. It has converged when that error is at most
+    `max_error`, or, with `max_error=None`, when `coarse` has (a non-finite solution
+    is `nonfinite_iterate`); `polish`'s own result is not used, so a few steps of a fast
     local method suffice.
 
     No public solver chains two solves, nor judges convergence by a measure of the
@@ -30,13 +30,13 @@ class Polished(AbstractSolver):
     - `coarse`: the solver that finds the solution.
     - `polish`: the solver started from it, e.g. a few Newton steps.
     - `error`: `error(x, theta) -> scalar`, zero at the solution.
-    - `tol`: the largest error of a converged solve, or `None`: `coarse` judges.
+    - `max_error`: the largest error of a converged solve, or `None`: `coarse` judges.
     """
 
     coarse: AbstractSolver
     polish: AbstractSolver
     error: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
-    tol: float | None = eqx.field(static=True)
+    max_error: float | None = eqx.field(static=True)
 
     def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         coarse = self.coarse.solve(condition, theta, x0, while_loop=while_loop)
@@ -48,11 +48,11 @@ class Polished(AbstractSolver):
             lambda u, v: jnp.where(use_fine, u, v), fine.value, coarse.value
         )
         error = jnp.where(use_fine, fine_error, coarse_error)
-        if self.tol is None:
+        if self.max_error is None:
             result = coarse.result
         else:
             ok, failed = RESULTS.successful, RESULTS.nonlinear_max_steps_reached
-            result = RESULTS.where(error <= self.tol, ok, failed)  # pyright: ignore
+            result = RESULTS.where(error <= self.max_error, ok, failed)  # pyright: ignore
         result = RESULTS.where(
             tree_all_finite(value),
             result,

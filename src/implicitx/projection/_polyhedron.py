@@ -99,8 +99,10 @@ class Polyhedron(AbstractProjection):
     - `b`: the equality right-hand side, shape `(p,)`, or `None`.
     - `G`: the inequality constraint matrix, shape `(m, n)`, or `None`.
     - `h`: the inequality right-hand side, shape `(m,)`, or `None`.
-    - `tol`: the relative tolerance of the dual solver. Default `eps^(2/3)` of the
-        dtype of `y`.
+    - `tol`: the relative accuracy of the constraints ([the meaning of
+        `tol`](operators-library.md#projections-that-solve-a-problem-tol-max_steps-throw)):
+        here the violation of the optimality conditions, in the units of `b` and
+        `h`, relative to `1 + max|[b; h]| + max|[A; G] y|`.
     - `max_steps`: the maximum number of FISTA steps.
     - `throw`: whether a solve that does not converge raises an error.
     """

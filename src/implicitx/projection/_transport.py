@@ -179,8 +179,9 @@ class TransportPolytope(AbstractProjection):
 
     - `a`: the row sums, positive, shape `(n,)`.
     - `b`: the column sums, positive, shape `(m,)`, with `sum(b) = sum(a)`.
-    - `tol`: the relative tolerance on the marginals (and the tolerance of L-BFGS).
-        Default `eps^(2/3)` of the dtype of `Y`.
+    - `tol`: the relative accuracy of the constraints ([the meaning of
+        `tol`](operators-library.md#projections-that-solve-a-problem-tol-max_steps-throw)):
+        here every row and column sum within `tol * max(a, b)` of its target.
     - `max_steps`: the maximum number of L-BFGS steps.
     - `throw`: whether a solve that does not converge raises an error (with
         `throw=False`, derivatives are NaN instead).
@@ -331,8 +332,11 @@ class KLTransportPolytope(AbstractProjection):
     - `a`: the row sums, positive, shape `(n,)`.
     - `b`: the column sums, positive, shape `(m,)`, with `sum(b) = sum(a)`.
     - `epsilon`: the (positive) temperature. Default `1.0`.
-    - `tol`: the tolerance on the column potentials, about the relative tolerance on
-        the column sums. Default `eps^(2/3)` of the dtype of `Y`.
+    - `tol`: the relative accuracy of the constraints ([the meaning of
+        `tol`](operators-library.md#projections-that-solve-a-problem-tol-max_steps-throw)):
+        here the column sums, to within about a relative `tol` (the solve stops when
+        the column potentials, in units of `epsilon`, are within `tol` of their fixed
+        point; the row sums are exact).
     - `max_steps`: the maximum number of Sinkhorn sweeps.
     - `throw`: whether a solve that does not converge raises an error.
     """

@@ -8,7 +8,7 @@ from jaxtyping import Array, Bool, Int, PyTree
 
 from .._conditions import (
     AbstractFixedPointCondition,
-    MirrorDescentFixedPoint,
+    AbstractMirrorDescentCondition,
 )
 from .._results import RESULTS
 from .._solution import Solution
@@ -97,8 +97,9 @@ class _AbstractMapIteration(_AbstractFixedPointSolver):
 
 
 class MirrorDescent(_AbstractMapIteration):
-    """Mirror descent for `min_{x in C} f(x, theta)`: iterates the step of an
-    [`implicitx.MirrorDescentFixedPoint`][] condition,
+    """Mirror descent for `min_{x in C} f(x, theta)`: iterates the step of a
+    mirror-descent condition ([`implicitx.MirrorDescentFixedPoint`][], or any
+    [`implicitx.AbstractMirrorDescentCondition`][]),
     `x+ = project(grad phi(x) - stepsize * grad f(x))`, with the condition's mirror map
     and step size, until the estimated distance to the fixed point is small,
     `max|x_k+1 - x_k| / (1 - q) <= atol + rtol max|x_k+1|` with `q` the observed
@@ -118,10 +119,11 @@ class MirrorDescent(_AbstractMapIteration):
     """
 
     def _fixed_point(self, condition) -> AbstractFixedPointCondition:
-        if not isinstance(condition, MirrorDescentFixedPoint):
+        if not isinstance(condition, AbstractMirrorDescentCondition):
             raise TypeError(
-                "`MirrorDescent` needs a `MirrorDescentFixedPoint` condition, got "
-                f"`{type(condition).__name__}`."
+                "`MirrorDescent` needs a mirror-descent condition (a "
+                "`MirrorDescentFixedPoint`, or your own subclass of "
+                f"`AbstractMirrorDescentCondition`), got `{type(condition).__name__}`."
             )
         return condition
 

@@ -168,4 +168,4 @@ class OptimistixLeastSquares(_AbstractOptimistixSolver):
 
     def _problem(self, condition: AbstractCondition) -> tuple[Callable, Callable]:
         kind, what = LeastSquaresStationarity, "least-squares residuals"
-        return optx.least_squares, _require(condition, kind, what, self).residuals
+        return optx.least_squares, _require(condition, kind, what, self).residuals_value
