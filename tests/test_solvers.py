@@ -518,9 +518,7 @@ def test_root_finder_options_depend_on_theta_bisection_bracket():
         np.testing.assert_allclose(grad, theta ** (-2 / 3) / 3, rtol=1e-8)
 
 
-def test_polished_without_tol_takes_the_coarse_result():
-    from implicitx.projection._polished import Polished
-
+def test_polished_without_max_error_takes_the_coarse_result():
     condition = ix.Root(lambda x, theta: x**3 - theta)
     error = lambda x, theta: jnp.abs(x**3 - theta)
     newton = ix.solvers.OptimistixRootFinder(optx.Newton(rtol=1e-12, atol=1e-12))
@@ -529,11 +527,15 @@ def test_polished_without_tol_takes_the_coarse_result():
     )
     theta, x0 = jnp.asarray(8.0), jnp.asarray(1.0)
     # The coarse solve converges: success, polished value at least as good.
-    sol = Polished(newton, short, error, max_error=None).solve(condition, theta, x0)
+    sol = ix.solvers.Polished(newton, short, error, max_error=None).solve(
+        condition, theta, x0
+    )
     assert sol.result == ix.RESULTS.successful
     np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)
     # The coarse solve stops short: its failure is reported, even though the polish
     # (a converging Newton run) found the root.
-    sol = Polished(short, newton, error, max_error=None).solve(condition, theta, x0)
+    sol = ix.solvers.Polished(short, newton, error, max_error=None).solve(
+        condition, theta, x0
+    )
     assert sol.result == ix.RESULTS.nonlinear_max_steps_reached
     np.testing.assert_allclose(sol.value, 2.0, rtol=1e-12)

@@ -10,8 +10,7 @@ from jaxtyping import Array, Float, Scalar
 from .._argmin import ImplicitArgmin
 from .._conditions import Root
 from .._operator_base import AbstractProjection, safe_norm
-from ..solvers import OptimistixRootFinder
-from ._polished import Polished
+from ..solvers import OptimistixRootFinder, Polished
 
 
 # --------------------------------------------------------------------------------------

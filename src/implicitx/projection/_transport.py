@@ -20,8 +20,12 @@ from .._operator_base import (
     nan_unless,
     positive,
 )
-from ..solvers import OptimistixMinimiser, OptimistixRootFinder, PicardIteration
-from ._polished import Polished
+from ..solvers import (
+    OptimistixMinimiser,
+    OptimistixRootFinder,
+    PicardIteration,
+    Polished,
+)
 
 
 def _polytope_violation(x: Array, a: Array, b: Array) -> Scalar:

@@ -26,6 +26,7 @@ from ._optimistix import (
     OptimistixMinimiser as OptimistixMinimiser,
     OptimistixRootFinder as OptimistixRootFinder,
 )
+from ._polished import Polished as Polished
 from ._proximal_gradient import (
     ProjectedGradient as ProjectedGradient,
     ProximalGradient as ProximalGradient,

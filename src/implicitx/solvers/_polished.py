@@ -1,5 +1,4 @@
-"""A coarse solve, then a polish: the forward solver of the projections that are
-themselves argmin problems and need an answer accurate to rounding."""
+"""A coarse solve, then a polish from its answer."""
 
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from .._misc import tree_all_finite
 from .._results import RESULTS
 from .._solution import Solution
 from .._while_loops import lax_while_loop
-from ..solvers import AbstractSolver
+from ._base import AbstractSolver
 
 
 class Polished(AbstractSolver):
@@ -22,8 +21,10 @@ class Polished(AbstractSolver):
     is `nonfinite_iterate`); `polish`'s own result is not used, so a few steps of a fast
     local method suffice.
 
-    No public solver chains two solves, nor judges convergence by a measure of the
-    problem's own (the marginals of a transport plan, a relative Newton step).
+    Use it where a global method finds the solution to a modest accuracy and a fast
+    local one makes it accurate to rounding (the transport projections: L-BFGS, then
+    semismooth Newton; the exponential cone: bisection, then Newton), or to judge
+    convergence by a measure of the problem's own (the marginals of a transport plan).
 
     **Arguments:**
 
