@@ -235,3 +235,21 @@ def test_equinox_model_with_argmin_layer_trains():
 
     g_L, g_W = jax.grad(closed_loss, argnums=(0, 1))(params.L, params.W)
     assert_tree_allclose((g.L, g.W), (g_L, g_W), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["jacfwd", "jacrev", "hessian"])
+def test_a_block_of_x_that_no_parameter_reaches(mode):
+    # x = (x0, x1) with x0* = theta^2 and x1* = 1 whatever theta: the block of
+    # `B u` for x1 is a constant zero, which `lax.custom_linear_solve` could neither
+    # transpose (reverse mode) nor take as a symbolic-zero tangent (second order).
+    condition = ix.Root(lambda x, t: (x[0] - t**2, x[1] - jnp.ones(3)))
+    solver = ix.solvers.FunctionSolver(lambda t, x0: (t**2, jnp.ones(3)))
+    argmin = ix.ImplicitArgmin(condition, solver)
+    theta = jnp.array([1.0, 2.0])
+    if mode == "hessian":
+        hessian = jax.hessian(lambda t: jnp.sum(argmin(t)[0] ** 2))(theta)
+        np.testing.assert_allclose(hessian, np.diag(12 * np.asarray(theta) ** 2))
+    else:
+        jac = getattr(jax, mode)(argmin)(theta)
+        np.testing.assert_allclose(jac[0], np.diag(2 * np.asarray(theta)))
+        np.testing.assert_allclose(jac[1], np.zeros((3, 2)))

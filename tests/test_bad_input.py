@@ -169,6 +169,28 @@ def test_krylov_probe_spread_null_vector_and_spread_spectrum(singular):
         assert_tree_allclose(jax.jacfwd(fn)(1.0), jnp.linalg.solve(M, b), rtol=1e-6)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_krylov_probe_no_false_alarm_on_an_ill_conditioned_system(batched):
+    # cond(M) = 1e3: the loose first stage of the probe cannot recover p to its
+    # threshold, the second (at the solver's tolerance) can. The multiclass SVM dual
+    # by mirror descent (cond 2e3) was reported singular before the second stage.
+    n = 300
+    rng = np.random.default_rng(4)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    M = jnp.asarray((Q * np.geomspace(1e-3, 1.0, n)) @ Q.T)
+    b = jnp.asarray(rng.standard_normal(n))
+    gmres = lx.GMRES(rtol=1e-12, atol=1e-12)
+    solution = jnp.linalg.solve(M, b)
+    fn = ix.custom_root(lambda x, t: M @ x - t * b, linear_solver=gmres)(
+        lambda t: t * solution
+    )
+    if batched:
+        jac = jax.vmap(jax.jacfwd(fn))(jnp.array([1.0, 2.0]))[1]
+    else:
+        jac = jax.jacfwd(fn)(1.0)
+    assert_tree_allclose(jac, solution, rtol=1e-5)
+
+
 def test_singular_gmres_vmapped_cotangents_raise():
     # Reverse mode vmaps one cotangent per output: 8 > 6 of them.
     fn = _valley_solver(8, _GMRES)

@@ -101,7 +101,7 @@ def probe_vector(structure):
 
 def max_abs(tree):
     leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in leaves]))
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf), initial=0) for leaf in leaves]))
 
 
 def _promote(lineax_result) -> RESULTS:
@@ -221,13 +221,22 @@ def _krylov_nonsingular(operator, solver):
     only the lost null-space part of `p` reveals that the solution is not unique.
 
     `A` and `A^T` are singular together, so one probe serves both directions; it is
-    computed once per point (not per tangent), and only to the accuracy the test
-    needs: the lost part of `p` along a unit null vector `u` is `(u . p) u`, of size
-    about `0.6 / sqrt(n)` in every entry if `u` is spread out (more if not), so an
-    error threshold of `0.01 / sqrt(n)` (or the square root of the solver's `rtol`,
-    if larger) separates it from the solve's own error. The probe restarts GMRES
-    more often than the main solve, because a loose solve that needs few products
-    then stops after few (lineax tests convergence once per restart cycle).
+    computed once per point (not per tangent). The lost part of `p` along a unit null
+    vector `u` is `(u . p) u`, of size about `0.6 / sqrt(n)` in every entry if `u` is
+    spread out (more if not), so an error above `0.01 / sqrt(n)` (or the square root
+    of the solver's `rtol`, if larger) is evidence of a null vector. But an
+    ill-conditioned nonsingular `A` also leaves an error of up to `cond(A)` times the
+    probe's relative residual; so the probe runs in two stages:
+
+    1. a loose solve (to a tenth of the threshold, restarted often so that it stops
+        after few products: lineax tests convergence once per restart cycle), which
+        clears a well-conditioned `A`;
+    2. only if that one does not, the same solve continued from its answer to the
+        solver's own tolerance, which clears any `A` whose derivative the main solve
+        can compute (its error is then `cond(A) rtol`, below the threshold while
+        `cond(A) < 0.01 / (sqrt(n) rtol)`); what is left is a null vector.
+
+    (Under `jax.vmap` both stages run, as `lax.cond` becomes a select.)
     """
     size = operator.in_size()
     threshold = max(float(solver.rtol) ** 0.5, 0.01 / size**0.5)
@@ -238,12 +247,27 @@ def _krylov_nonsingular(operator, solver):
     else:
         loose = _with_tolerance(solver, 0.01 * threshold)
     probe = probe_vector(operator.in_structure())
-    sol = lx.linear_solve(operator, operator.mv(probe), loose, throw=False)
-    error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
-    # Only a probe solve that converged is evidence (in float32, CG may break down
-    # on it by rounding); the answer itself is still verified by its residual.
-    converged = sol.result == lx.RESULTS.successful
-    return jnp.logical_not(converged) | (error <= threshold * max_abs(probe))
+    image = operator.mv(probe)
+    bound = threshold * max_abs(probe)
+
+    def verdict(sol):
+        # Only a probe solve that converged is evidence (in float32, CG may break
+        # down on it by rounding); the answer itself is still verified by its
+        # residual.
+        error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
+        converged = sol.result == lx.RESULTS.successful
+        return jnp.logical_not(converged) | (error <= bound), sol.value
+
+    cleared, first = verdict(lx.linear_solve(operator, image, loose, throw=False))
+
+    def continued():
+        options = {"y0": first}
+        sol = lx.linear_solve(operator, image, solver, options=options, throw=False)
+        return verdict(sol)[0]
+
+    if loose is solver:  # the first stage was already at the solver's tolerance
+        return cleared
+    return lax.cond(cleared, lambda: jnp.asarray(True), continued)
 
 
 _PROBE_RESTART = 5
@@ -381,17 +405,34 @@ def solve_adjoint_system(
             )
         return apply_policy(value, result, throw)
 
+    # `lax.custom_linear_solve` runs on the flattened vector: with one leaf per leaf
+    # of `x`, a leaf whose tangent is a symbolic zero (a block of `B u` that a
+    # perturbation does not reach, in a second derivative) would reach its JVP rule
+    # unconverted, which fails.
+    flat_vector, unravel = jfu.ravel_pytree(vector)
+
+    def flat(tree):
+        return jfu.ravel_pytree(tree)[0]
+
     def solve(_matvec, b):
-        return _finish(*_solve_one(forward, b, solver, unique, max_condition, ok_extra))
+        value, result = _solve_one(
+            forward, unravel(b), solver, unique, max_condition, ok_extra
+        )
+        return flat(_finish(value, result))
 
     def transpose_solve(_vecmat, b):
-        return _finish(
-            *_solve_one(transposed, b, solver, unique, max_condition, ok_extra)
+        value, result = _solve_one(
+            transposed, unravel(b), solver, unique, max_condition, ok_extra
         )
+        return flat(_finish(value, result))
 
-    return lax.custom_linear_solve(
-        operator.mv, vector, solve, transpose_solve=transpose_solve
+    out = lax.custom_linear_solve(
+        lambda v: flat(operator.mv(unravel(v))),
+        flat_vector,
+        solve,
+        transpose_solve=transpose_solve,
     )
+    return unravel(out)
 
 
 def default_max_condition(dtype) -> float:

@@ -33,7 +33,7 @@ def float_dtype(tree) -> Any:
 
 
 def max_abs(tree) -> jnp.ndarray:
-    leaves = [jnp.max(jnp.abs(leaf)) for leaf in jtu.tree_leaves(tree)]
+    leaves = [jnp.max(jnp.abs(leaf), initial=0) for leaf in jtu.tree_leaves(tree)]
     return jnp.max(jnp.stack(leaves))
 
 
