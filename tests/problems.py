@@ -213,3 +213,61 @@ def scipy_tanh_root(theta, M):
 
     fun = lambda x: np.asarray(tanh_root(jnp.asarray(x), jnp.asarray(theta), M))
     return scipy.optimize.root(fun, np.zeros(M.shape[0]), tol=1e-14).x
+
+
+# --- Quadratic programs -------------------------------------------------------------
+
+
+def random_qp(n, p, m, seed, *, strongly_convex=True) -> dict:
+    """A feasible random QP `min 0.5 z^T Q z + c^T z s.t. E z = d, M z <= h`: `h` is
+    chosen so that a known point `z0` satisfies every inequality with slack in
+    `[0, 1)` (some nearly active), so its solution has active and inactive rows."""
+    rng = np.random.default_rng(seed)
+    L = rng.standard_normal((n, n))
+    Q = L @ L.T / n + (0.5 if strongly_convex else 0.0) * np.eye(n)
+    z0 = rng.standard_normal(n)
+    E = rng.standard_normal((p, n))
+    M = rng.standard_normal((m, n))
+    return dict(
+        Q=Q,
+        c=rng.standard_normal(n) * 2,
+        E=E,
+        d=E @ z0,
+        M=M,
+        h=M @ z0 + rng.random(m),
+    )
+
+
+def cvxpy_qp(Q, c, E=None, d=None, M=None, h=None):
+    """`(z, nu, lam)` of the QP by CVXPY with Clarabel at tight tolerances."""
+    import cvxpy as cp
+
+    z = cp.Variable(len(c))
+    constraints = []
+    if E is not None:
+        constraints.append(E @ z == d)
+    if M is not None:
+        constraints.append(M @ z <= h)
+    objective = cp.Minimize(0.5 * cp.quad_form(z, cp.psd_wrap(Q)) + c @ z)
+    problem = cp.Problem(objective, constraints)
+    tight = dict(tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12)
+    problem.solve(solver=cp.CLARABEL, **tight)
+    assert problem.status == "optimal", problem.status
+    nu = constraints[0].dual_value if E is not None else np.zeros(0)
+    lam = constraints[-1].dual_value if M is not None else np.zeros(0)
+    return z.value, np.atleast_1d(nu), np.atleast_1d(lam)
+
+
+def active_set_qp(data: dict, active) -> jax.Array:
+    """The QP's minimiser as a smooth function of its data for a fixed active set
+    (`active`: boolean mask of the rows of `M` held as equalities): one dense solve
+    of the reduced KKT system, `jnp.linalg.solve`, so that autodiff of it is an exact
+    reference for the derivative (at a strictly complementary point)."""
+    Q, c, E, d, M, h = (data[k] for k in ("Q", "c", "E", "d", "M", "h"))
+    n, p = Q.shape[0], E.shape[0]
+    A = jnp.concatenate([E, M[np.asarray(active)]])
+    b = jnp.concatenate([d, h[np.asarray(active)]])
+    k = A.shape[0]
+    kkt = jnp.block([[0.5 * (Q + Q.T), A.T], [A, jnp.zeros((k, k))]])
+    del p
+    return jnp.linalg.solve(kkt, jnp.concatenate([-c, b]))[:n]

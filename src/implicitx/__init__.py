@@ -22,11 +22,14 @@ from ._conditions import (
     BlockProximalGradientFixedPoint as BlockProximalGradientFixedPoint,
     FixedPoint as FixedPoint,
     GradientDescentFixedPoint as GradientDescentFixedPoint,
+    KKT as KKT,
     LeastSquaresStationarity as LeastSquaresStationarity,
     MirrorDescentFixedPoint as MirrorDescentFixedPoint,
     NewtonFixedPoint as NewtonFixedPoint,
     ProjectedGradientFixedPoint as ProjectedGradientFixedPoint,
     ProximalGradientFixedPoint as ProximalGradientFixedPoint,
+    QPData as QPData,
+    QuadraticKKT as QuadraticKKT,
     Root as Root,
     Stationarity as Stationarity,
 )
@@ -35,6 +38,10 @@ from ._custom_root import (
     custom_root as custom_root,
 )
 from ._jacobians import jacobian_operators as jacobian_operators
+from ._quadratic_program import (
+    QPSolution as QPSolution,
+    QuadraticProgram as QuadraticProgram,
+)
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
 from ._tags import active_set_tag as active_set_tag

@@ -58,6 +58,19 @@ class RESULTS(optx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "the problem the solver solves, or, to differentiate an approximate solution "
         "on purpose, use `implicitx.ImplicitAdjoint(inexact=True)`."
     )
+    primal_infeasible = (
+        "The constrained problem is infeasible: the solver found a certificate (a "
+        "direction of the multipliers along which the dual objective grows without "
+        "bound), so no point satisfies the constraints. Check the constraint data of "
+        "this problem (for a batch, of this element)."
+    )
+    dual_infeasible = (
+        "The constrained problem is unbounded below: the solver found a feasible "
+        "direction along which the objective decreases without bound. Check that the "
+        "objective is bounded on the feasible set (e.g. `Q` positive definite on the "
+        "directions the constraints leave free, or bounds on every variable of a "
+        "linear program)."
+    )
 
 
 # Deprecated names (0.1.0): the same codes. `adjoint_*` now prefixes every

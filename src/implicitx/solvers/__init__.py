@@ -31,3 +31,7 @@ from ._proximal_gradient import (
     ProjectedGradient as ProjectedGradient,
     ProximalGradient as ProximalGradient,
 )
+from ._qp import (
+    EqualityConstrainedQP as EqualityConstrainedQP,
+    InteriorPointQP as InteriorPointQP,
+)

@@ -1,0 +1,263 @@
+"""Forward solvers of quadratic programs: a direct KKT solve for equality-constrained
+problems, and a dense primal-dual interior-point method."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from .._conditions import AbstractCondition
+from .._conditions._quadratic import QPData
+from .._results import RESULTS
+from .._solution import Solution
+from .._while_loops import lax_while_loop
+from ._base import AbstractIterativeSolver, AbstractIterativeState, AbstractSolver
+
+
+def _qp_data(condition: AbstractCondition, theta, solver) -> QPData:
+    qp_at = getattr(condition, "qp_at", None)
+    if not callable(qp_at):
+        raise TypeError(
+            f"`{type(solver).__name__}` solves quadratic programs: it needs a "
+            "condition that gives its data through `qp_at(theta)`, such as "
+            f"`implicitx.QuadraticKKT`, got `{type(condition).__name__}`."
+        )
+    data = qp_at(theta)
+    assert isinstance(data, QPData)
+    return data
+
+
+def _symmetric(Q: Array) -> Array:
+    return 0.5 * (Q + Q.T)
+
+
+def _solve_dense(matrix: Array, vector: Array) -> Array:
+    operator = lx.MatrixLinearOperator(matrix)
+    return lx.linear_solve(operator, vector, lx.LU(), throw=False).value
+
+
+class EqualityConstrainedQP(AbstractSolver):
+    """Solves `min 0.5 z^T Q z + c^T z s.t. E z = d` by one direct solve of its KKT
+    system `[[Q, E^T], [E, 0]] [z; nu] = [-c; d]` (lineax LU). The condition must be a
+    [`implicitx.QuadraticKKT`][] without inequalities (`M` with zero rows). A
+    singular KKT matrix (dependent equalities, or `Q` singular on the null space of
+    `E`) gives a non-finite solution, reported as `RESULTS.nonfinite_solution`.
+
+    The counterpart of JAXopt's `EqualityConstrainedQP`.
+    """
+
+    def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
+        del x0, while_loop
+        data = _qp_data(condition, theta, self)
+        if data.M.shape[0] != 0:
+            raise TypeError(
+                "`EqualityConstrainedQP` solves problems without inequalities; this "
+                f"one has {data.M.shape[0]}. Use `implicitx.solvers.InteriorPointQP`."
+            )
+        n, p = data.c.shape[0], data.d.shape[0]
+        kkt = jnp.block(
+            [[_symmetric(data.Q), data.E.T], [data.E, jnp.zeros((p, p), data.c.dtype)]]
+        )
+        out = _solve_dense(kkt, jnp.concatenate([-data.c, data.d]))
+        value = (out[:n], out[n:], jnp.zeros((0,), data.c.dtype))
+        finite = jnp.all(jnp.isfinite(out))
+        result = RESULTS.where(
+            finite,
+            RESULTS.successful,  # pyright: ignore[reportArgumentType]
+            RESULTS.nonfinite_solution,  # pyright: ignore[reportArgumentType]
+        )
+        return Solution(value=value, result=result, aux=None, stats={})
+
+
+class _IPMState(AbstractIterativeState):
+    x: tuple  # (z, nu, lam)
+    s: Array  # slacks of the inequalities, h - M z at a feasible point
+    num_steps: Int[Array, ""]
+    converged: Bool[Array, ""]
+    status: Int[Array, ""]  # 0 running, 1 primal infeasible, 2 dual infeasible
+
+
+def _default_tol(dtype) -> float:
+    """`eps^(2/3)`: about `4e-11` in float64, `2.5e-5` in float32."""
+    return float(np.finfo(dtype).eps) ** (2 / 3)
+
+
+class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
+    """A dense primal-dual interior-point method (Mehrotra's predictor-corrector)
+    for `min 0.5 z^T Q z + c^T z s.t. E z = d, M z <= h`, with `Q` positive
+    semidefinite. The condition must be a [`implicitx.QuadraticKKT`][]; the answer
+    is the primal-dual triple `(z, nu, lam)`.
+
+    Written for `jax.vmap`: fixed shapes, no Python branching on values; each step
+    factorises the (regularised) KKT matrix once (lineax LU) and uses it for the
+    predictor, the corrector and one step of iterative refinement against the
+    unregularised matrix, which keeps it accurate in float32.
+
+    It stops when the residuals of stationarity, of the equalities and of the
+    inequalities are at most `rtol` times the scale of their data (plus `atol`),
+    and the duality measure `s^T lam / m` as well. It reports
+    `RESULTS.primal_infeasible` or `RESULTS.dual_infeasible` when an iterate
+    approaches a certificate of infeasibility or unboundedness (checked on the
+    normalised multipliers or primal variables, once they exceed `1 / atol`), and
+    `RESULTS.nonlinear_max_steps_reached` after `max_steps` steps.
+
+    **Arguments:**
+
+    - `rtol`, `atol`: default `eps^(2/3)` of the dtype (about `4e-11` in float64,
+        `2.5e-5` in float32).
+    - `max_steps`: default 100 (a well-posed problem takes 10 to 30 steps).
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    max_steps: int = eqx.field(default=100, static=True)
+
+    def _tolerances(self, dtype) -> tuple[float, float]:
+        rtol = _default_tol(dtype) if self.rtol is None else self.rtol
+        atol = _default_tol(dtype) if self.atol is None else self.atol
+        return rtol, atol
+
+    def init(self, condition, theta, x0) -> _IPMState:
+        data = _qp_data(condition, theta, self)
+        dtype = data.c.dtype
+        n, p, m = data.c.shape[0], data.d.shape[0], data.h.shape[0]
+        if x0 is None:
+            z = jnp.zeros(n, dtype)
+        else:
+            z = jnp.asarray(x0[0], dtype)
+        nu = jnp.zeros(p, dtype)
+        lam = jnp.ones(m, dtype)
+        s = jnp.maximum(data.h - data.M @ z, 1.0)
+        return _IPMState(
+            x=(z, nu, lam),
+            s=s,
+            num_steps=jnp.array(0),
+            converged=jnp.array(False),
+            status=jnp.array(0),
+        )
+
+    def step(self, condition, theta, state, *, while_loop=lax_while_loop):
+        del while_loop  # no inner loop
+        data = _qp_data(condition, theta, self)
+        Q = _symmetric(data.Q)
+        z, nu, lam = state.x
+        s = state.s
+        dtype = data.c.dtype
+        n, p, m = z.shape[0], nu.shape[0], lam.shape[0]
+        r_d = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
+        r_e = data.E @ z - data.d
+        r_i = data.M @ z + s - data.h
+        mu = jnp.sum(s * lam) / max(m, 1)
+
+        eps = float(np.finfo(dtype).eps)
+        scale = 1 + jnp.max(jnp.abs(Q), initial=0.0)
+        delta = eps**0.75 * scale
+        w = s / lam
+        exact = jnp.block(
+            [
+                [Q, data.E.T, data.M.T],
+                [data.E, jnp.zeros((p, p), dtype), jnp.zeros((p, m), dtype)],
+                [data.M, jnp.zeros((m, p), dtype), -jnp.diag(w)],
+            ]
+        )
+        regularised = exact + jnp.diag(
+            jnp.concatenate(
+                [jnp.full(n, delta), jnp.full(p, -delta), jnp.full(m, -delta)]
+            ).astype(dtype)
+        )
+        operator = lx.MatrixLinearOperator(regularised)
+        lu = lx.LU()
+        lu_state = lu.init(operator, {})
+
+        def newton(r_c):
+            # M dz - W dlam = -r_i - r_c / lam, with r_c the target of s * lam.
+            rhs = jnp.concatenate([-r_d, -r_e, -r_i - r_c / lam])
+            sol = lx.linear_solve(operator, rhs, lu, state=lu_state, throw=False)
+            out = sol.value
+            # One step of iterative refinement against the unregularised matrix.
+            fix = lx.linear_solve(
+                operator, rhs - exact @ out, lu, state=lu_state, throw=False
+            )
+            out = out + fix.value
+            dz, dnu, dlam = out[:n], out[n : n + p], out[n + p :]
+            ds = (r_c - s * dlam) / lam
+            return dz, dnu, dlam, ds
+
+        def max_step(v, dv):
+            ratios = jnp.where(dv < 0, -v / jnp.where(dv < 0, dv, -1), jnp.inf)
+            return jnp.minimum(1.0, jnp.min(ratios, initial=jnp.inf))
+
+        # Predictor (affine scaling), then Mehrotra's centring and corrector.
+        dz_a, dnu_a, dlam_a, ds_a = newton(-s * lam)
+        alpha_a = jnp.minimum(max_step(s, ds_a), max_step(lam, dlam_a))
+        mu_a = jnp.sum((s + alpha_a * ds_a) * (lam + alpha_a * dlam_a)) / max(m, 1)
+        sigma = jnp.where(mu > 0, (mu_a / jnp.where(mu > 0, mu, 1)) ** 3, 0.0)
+        dz, dnu, dlam, ds = newton(-s * lam - ds_a * dlam_a + sigma * mu)
+        alpha = 0.99 * jnp.minimum(max_step(s, ds), max_step(lam, dlam))
+        alpha = jnp.where(m > 0, alpha, 1.0)  # no inequalities: one Newton step
+
+        z, nu = z + alpha * dz, nu + alpha * dnu
+        lam, s = lam + alpha * dlam, s + alpha * ds
+        converged, status = self._check(data, z, nu, lam, s)
+        return _IPMState((z, nu, lam), s, state.num_steps + 1, converged, status)
+
+    def _check(self, data: QPData, z, nu, lam, s):
+        rtol, atol = self._tolerances(data.c.dtype)
+        Q = _symmetric(data.Q)
+        m = lam.shape[0]
+
+        def big(*arrays):
+            return jnp.max(
+                jnp.stack([jnp.max(jnp.abs(a), initial=0.0) for a in arrays])
+            )
+
+        r_d = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
+        r_e = data.E @ z - data.d
+        r_i = data.M @ z + s - data.h
+        mu = jnp.sum(s * lam) / max(m, 1)
+        primal_scale = 1 + big(data.d, data.h, data.M @ z, data.E @ z)
+        dual_scale = 1 + big(data.c, Q @ z)
+        converged = (
+            (big(r_d) <= atol + rtol * dual_scale)
+            & (big(r_e, r_i) <= atol + rtol * primal_scale)
+            & (mu <= atol + rtol * dual_scale * primal_scale)
+        )
+        # Certificates, on the normalised iterates once they are large.
+        y_size = big(nu, lam)
+        nu_n, lam_n = nu / jnp.maximum(y_size, 1), lam / jnp.maximum(y_size, 1)
+        dual_gap = data.d @ nu_n + data.h @ lam_n
+        infeasible = (
+            (y_size > 1 / atol)
+            & (big(data.E.T @ nu_n + data.M.T @ lam_n) <= 1e3 * atol)
+            & (dual_gap < 0)
+        )
+        z_size = big(z)
+        z_n = z / jnp.maximum(z_size, 1)
+        unbounded = (
+            (z_size > 1 / atol)
+            & (big(Q @ z_n, data.E @ z_n) <= 1e3 * atol)
+            & (jnp.max(data.M @ z_n, initial=0.0) <= 1e3 * atol)
+            & (data.c @ z_n < 0)
+        )
+        status = jnp.where(infeasible, 1, jnp.where(unbounded, 2, 0))
+        return converged & ~infeasible & ~unbounded, status
+
+    def terminate(self, condition, theta, state):
+        done, result = super().terminate(condition, theta, state)
+        stop = done | (state.status != 0)
+        result = RESULTS.where(
+            state.status == 1,
+            RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
+            RESULTS.where(
+                state.status == 2,
+                RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
+                result,
+            ),
+        )
+        return stop, result
+
+    def postprocess(self, condition, theta, state, result) -> Solution:
+        del condition, theta
+        stats = {"num_steps": state.num_steps}
+        return Solution(value=state.x, result=result, aux=None, stats=stats)
