@@ -264,10 +264,9 @@ def active_set_qp(data: dict, active) -> jax.Array:
     of the reduced KKT system, `jnp.linalg.solve`, so that autodiff of it is an exact
     reference for the derivative (at a strictly complementary point)."""
     Q, c, E, d, M, h = (data[k] for k in ("Q", "c", "E", "d", "M", "h"))
-    n, p = Q.shape[0], E.shape[0]
+    n = Q.shape[0]
     A = jnp.concatenate([E, M[np.asarray(active)]])
     b = jnp.concatenate([d, h[np.asarray(active)]])
     k = A.shape[0]
     kkt = jnp.block([[0.5 * (Q + Q.T), A.T], [A, jnp.zeros((k, k))]])
-    del p
     return jnp.linalg.solve(kkt, jnp.concatenate([-c, b]))[:n]

@@ -1,7 +1,7 @@
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ._kkt import complementarity, KKT
+from ._kkt import KKT
 
 
 class QPData(eqx.Module):
@@ -51,15 +51,7 @@ class QuadraticKKT(KKT):
         return theta
 
     def __call__(self, x: tuple, theta: QPData) -> tuple:
-        data = self.qp_at(theta)
-        z, nu, lam = x
-        Q = 0.5 * (data.Q + data.Q.T)  # the objective sees only the symmetric part
-        stationarity = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
-        return (
-            stationarity,
-            data.E @ z - data.d,
-            complementarity(lam, data.M @ z - data.h),
-        )
+        return super().__call__(x, self.qp_at(theta))
 
 
 def _quadratic(z, data: QPData):

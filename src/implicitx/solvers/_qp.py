@@ -9,6 +9,7 @@ from jaxtyping import Array, Bool, Int
 
 from .._conditions import AbstractCondition
 from .._conditions._quadratic import QPData
+from .._operator_base import default_tolerance
 from .._results import RESULTS
 from .._solution import Solution
 from .._while_loops import lax_while_loop
@@ -78,11 +79,6 @@ class _IPMState(AbstractIterativeState):
     status: Int[Array, ""]  # 0 running, 1 primal infeasible, 2 dual infeasible
 
 
-def _default_tol(dtype) -> float:
-    """`eps^(2/3)`: about `4e-11` in float64, `2.5e-5` in float32."""
-    return float(np.finfo(dtype).eps) ** (2 / 3)
-
-
 class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
     """A dense primal-dual interior-point method (Mehrotra's predictor-corrector)
     for `min 0.5 z^T Q z + c^T z s.t. E z = d, M z <= h`, with `Q` positive
@@ -114,8 +110,8 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
     max_steps: int = eqx.field(default=100, static=True)
 
     def _tolerances(self, dtype) -> tuple[float, float]:
-        rtol = _default_tol(dtype) if self.rtol is None else self.rtol
-        atol = _default_tol(dtype) if self.atol is None else self.atol
+        rtol = default_tolerance(dtype) if self.rtol is None else self.rtol
+        atol = default_tolerance(dtype) if self.atol is None else self.atol
         return rtol, atol
 
     def init(self, condition, theta, x0) -> _IPMState:
