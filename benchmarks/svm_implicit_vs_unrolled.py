@@ -99,9 +99,9 @@ def unrolled_fn(iters):
     return run
 
 
-def implicit_fn(iters, adjoint):
+def implicit_fn(iters, adjoint, mode=jax.grad):
     """The same hypergradient, through `ImplicitArgmin` with the loop as its
-    (non-differentiated) forward solver."""
+    (non-differentiated) forward solver; `mode=jax.jacfwd` for forward mode."""
 
     def run(log_lam, X, Y, X_val, Y_val, sq_norm):
         def loss(log_lam):
@@ -118,7 +118,7 @@ def implicit_fn(iters, adjoint):
             argmin = ix.ImplicitArgmin(condition, solver, adjoint, x0=uniform_beta(Y))
             return svm_validation_loss(argmin(lam), lam, X, Y, X_val, Y_val)
 
-        return jax.grad(loss)(log_lam)
+        return mode(loss)(log_lam)
 
     return run
 
@@ -130,6 +130,10 @@ _BUDGET = float("inf")
 
 
 NO_PROBE = "implicit (GMRES, no uniqueness probe)"
+# Forward mode needs the probe (the tangent `dx*` itself would be ambiguous on a
+# singular `A`); reverse mode runs it only to name a failure.
+FORWARD = "implicit, forward mode (jax.jacfwd)"
+FORWARD_NO_PROBE = "implicit, forward mode, no uniqueness probe"
 # The default once more, compiled and timed as a separate method: the ratio of the two
 # is the noise of a ratio on this machine, against which the probe's cost is read.
 AGAIN = "implicit (default, timed again)"
@@ -151,6 +155,12 @@ def methods(iters, system_size, with_dense=True, dtype=jnp.float64):
         )
         out[AGAIN] = implicit_fn(iters, ix.ImplicitAdjoint(root_tol=_BUDGET))
     if with_dense and default != "dense LU":
+        out[FORWARD] = implicit_fn(
+            iters, ix.ImplicitAdjoint(root_tol=_BUDGET), mode=jax.jacfwd
+        )
+        out[FORWARD_NO_PROBE] = implicit_fn(
+            iters, ix.ImplicitAdjoint(root_tol=_BUDGET, inexact=True), mode=jax.jacfwd
+        )
         out["implicit (dense LU)"] = implicit_fn(
             iters, ix.ImplicitAdjoint(dense_max_size=10**6, root_tol=_BUDGET)
         )
@@ -300,7 +310,10 @@ def main():
         f"one ({3 * repeats} at p = {mem_p}), interleaved across the methods; "
         f"'{AGAIN}' is the default compiled and timed once more, so its ratio to "
         f"the default is the noise of a ratio in this run; '{NO_PROBE}' is the default "
-        "without the Krylov uniqueness probe, the one check that costs a solve; "
+        "without the Krylov uniqueness probe, the one check that costs a solve, "
+        "which reverse mode runs only to name a failed solve and forward mode runs "
+        f"once per point ('{FORWARD}' and '{FORWARD_NO_PROBE}', at p = {mem_p} only: "
+        "see the docs page on failures); "
         "memory: XLA's planned peak (arguments + outputs + temporaries) of the "
         "compiled program. Forward residual: max |T(beta) - beta| after the loop; "
         "the implicit gradient is exact only at a fixed point, the unrolled one is "

@@ -139,6 +139,22 @@ def test_singular_gmres_raises(n, mode):
         jax.block_until_ready(mode(_valley_solver(n, _GMRES))(1.0))
 
 
+@pytest.mark.parametrize("n", [2, 8, 600])
+def test_singular_krylov_reverse_mode(n):
+    # Reverse mode runs no uniqueness probe when its solve succeeds: a loss that does
+    # not change along the valley (a function of sum(x)) has the same gradient for
+    # every solution the forward solver could pick (d sum(x*)/dt = 1); a loss that
+    # does change along it leaves `A^T s = g` without a solution, which the residual
+    # refuses and the probe then names.
+    fn = _valley_solver(n, _GMRES if n < 600 else None)
+    grad = jax.grad(lambda t: jnp.sum(fn(t)) ** 2)(1.5)
+    assert_tree_allclose(grad, 3.0, rtol=1e-8)
+    with raises_runtime("singular"):  # (eagerly, JAX re-raises it as a ValueError)
+        jax.block_until_ready(jax.jit(jax.grad(lambda t: fn(t)[0]))(1.5))
+    nan = jax.grad(lambda t: _valley_solver(n, _GMRES, throw=False)(t)[0])(1.5)
+    assert np.isnan(nan)
+
+
 def test_singular_default_krylov_above_dense_size():
     fn = _valley_solver(600)  # the default is GMRES above 500 unknowns
     with raises_runtime("singular"):

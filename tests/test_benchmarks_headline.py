@@ -71,6 +71,8 @@ def _complete_results(common, results_dir):
             ("implicit (default: GMRES)", 60.0),
             ("implicit (GMRES, no uniqueness probe)", 50.0),
             ("implicit (default, timed again)", 61.2),
+            ("implicit, forward mode (jax.jacfwd)", 58.0),
+            ("implicit, forward mode, no uniqueness probe", 50.0),
         )
     ]
     _write(results_dir, common.SvmFeaturesRow, svm)
@@ -115,14 +117,15 @@ def test_headline_from_complete_results(run_all, tmp_path):
     assert [row[1:] for row in cells] == [
         ["1.60", "1.10", "≤ 1.2 (float32)", "yes"],
         ["1.50", "1.50", "≤ 1.2", "no (float64, float32)"],
-        ["1.20", "1.20", "≤ 1.1", "no (float64, float32)"],  # 60 ms / 50 ms
+        ["1.20", "1.20", "≤ 1.05 (noise)", "no (float64, float32)"],  # 60 / 50 ms
+        ["1.16", "1.16", "-", "-"],  # 58 ms / 50 ms
         ["1.02", "1.02", "1 ± noise", "-"],  # 61.2 ms / 60 ms
         ["0.50", "0.50", "≤ 0.55", "yes"],
         ["-", "2.6 / 2.7, 2.6 / 30", "implicit flat", "yes"],
         ["0.50", "not run", "≤ 1.0", "yes"],  # a skipped peer: there, not a number
         ["4.0e-03", "4.0e-03", "≤ 1.0", "yes"],
     ]
-    assert cells[5][0].endswith("at 10 and 1000 iterations")
+    assert cells[6][0].endswith("at 10 and 1000 iterations")
 
 
 def test_renamed_column_is_an_error(run_all, tmp_path):

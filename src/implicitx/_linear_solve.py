@@ -270,6 +270,22 @@ def _krylov_nonsingular(operator, solver):
     return lax.cond(cleared, lambda: jnp.asarray(True), continued)
 
 
+def _diagnose_singular(operator, solver, result):
+    """Reverse mode needs no uniqueness probe when its solve succeeds: on a singular
+    `A`, `A^T s = g` has a solution only if the cotangent `g` is orthogonal to the
+    null space of `A` (the loss does not change along the solution set), and then
+    `s^T B` is the same for every solution `s`, because `B = A dx*/dtheta` lies in
+    the range of `A` wherever `x*(theta)` has a derivative. Otherwise the true
+    residual refuses the answer; only then is the probe run, to name the cause."""
+    failed = result != RESULTS.successful
+
+    def named():
+        singular = jnp.logical_not(_krylov_nonsingular(operator, solver))
+        return RESULTS.where(singular, RESULTS.adjoint_singular, result)
+
+    return lax.cond(failed, named, lambda: result)
+
+
 _PROBE_RESTART = 5
 # The probe's GMRES stops at this fraction of the error threshold: lineax stops GMRES
 # only when both the residual and the change of the iterate over the last restart
@@ -391,9 +407,8 @@ def solve_adjoint_system(
         nonsingular = True
     forward, transposed = _systems(operator, solver, unique)
     ok_extra = jnp.asarray(nonsingular)
-    if unique and _is_iterative(solver) and not inexact:
-        # (An inexact solve on a budget would not recover the probe either.)
-        ok_extra = ok_extra & _krylov_nonsingular(forward.operator, solver)
+    # (An inexact solve on a budget would not recover the probe either.)
+    probed = unique and _is_iterative(solver) and not inexact
 
     def _finish(value, result):
         if inexact and _is_iterative(solver):
@@ -415,8 +430,14 @@ def solve_adjoint_system(
         return jfu.ravel_pytree(tree)[0]
 
     def solve(_matvec, b):
+        # Forward mode: `t = A^{-1} B u` itself is the derivative, so a Krylov
+        # answer must be shown unique (the probe, computed from `A` alone: once per
+        # point, however many tangents are vmapped).
+        ok = ok_extra
+        if probed:
+            ok = ok & _krylov_nonsingular(forward.operator, solver)
         value, result = _solve_one(
-            forward, unravel(b), solver, unique, max_condition, ok_extra
+            forward, unravel(b), solver, unique, max_condition, ok
         )
         return flat(_finish(value, result))
 
@@ -424,6 +445,8 @@ def solve_adjoint_system(
         value, result = _solve_one(
             transposed, unravel(b), solver, unique, max_condition, ok_extra
         )
+        if probed:
+            result = _diagnose_singular(forward.operator, solver, result)
         return flat(_finish(value, result))
 
     out = lax.custom_linear_solve(
