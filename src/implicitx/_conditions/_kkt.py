@@ -3,6 +3,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+from jax import lax
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
 from ._base import AbstractCondition
@@ -11,10 +12,19 @@ from ._base import AbstractCondition
 def complementarity(lam: Array, g: Array) -> Array:
     """`min(lam, -g)`: zero exactly when `lam >= 0`, `g <= 0` and `lam * g = 0`.
 
-    Its derivative takes the branch of the smaller argument, and at a tie (a weakly
-    active constraint, `lam = g = 0`) the branch `-g`: the constraint is then
-    differentiated as active. See the docs of [`implicitx.KKT`][]."""
-    return jnp.where(lam < -g, lam, -g)
+    Its derivative takes the branch of the smaller argument, except at a tie: a
+    weakly active constraint, where `lam_i` and `-g_i` are both below `sqrt(eps)`
+    times their largest entries (plus one) — a solver leaves either one the smaller
+    there, by rounding or by the path it took. The branch `-g` is then taken: the
+    constraint is differentiated as active. See the docs of [`implicitx.KKT`][]."""
+    smaller = jnp.where(lam < -g, lam, -g)
+    tau = float(jnp.finfo(smaller.dtype).eps) ** 0.5
+    lam_scale = 1 + jnp.max(jnp.abs(lam), initial=0.0)
+    g_scale = 1 + jnp.max(jnp.abs(g), initial=0.0)
+    tie = (jnp.abs(lam) <= tau * lam_scale) & (jnp.abs(g) <= tau * g_scale)
+    tie = lax.stop_gradient(tie)
+    # The value stays `min(lam, -g)`; only the derivative's branch changes.
+    return jnp.where(tie, -g + lax.stop_gradient(smaller + g), smaller)
 
 
 class KKT(AbstractCondition):

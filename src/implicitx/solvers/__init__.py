@@ -1,5 +1,6 @@
 """Forward solvers: they find `x*(theta)` and know nothing about derivatives."""
 
+from ._admm_qp import ADMMQP as ADMMQP
 from ._base import (
     AbstractIterativeSolver as AbstractIterativeSolver,
     AbstractIterativeState as AbstractIterativeState,
@@ -9,10 +10,12 @@ from ._block_coordinate import BlockCoordinateDescent as BlockCoordinateDescent
 from ._external import (
     CvxpySolver as CvxpySolver,
     ExternalSolver as ExternalSolver,
+    ScipyConstrainedMinimize as ScipyConstrainedMinimize,
     ScipyLinprog as ScipyLinprog,
     ScipyMinimize as ScipyMinimize,
     ScipyRoot as ScipyRoot,
 )
+from ._external_qp import ExternalQP as ExternalQP
 from ._fixed_point import (
     AndersonAcceleration as AndersonAcceleration,
     FixedPointIteration as FixedPointIteration,  # deprecated: `PicardIteration`

@@ -407,3 +407,112 @@ class CvxpySolver(_AbstractHostSolver):
             return variable.value
 
         return fn, theta
+
+
+class ScipyConstrainedMinimize(_AbstractHostSolver):
+    """`scipy.optimize.minimize` with SciPy's SLSQP, for a smooth constrained problem
+    stated by its KKT conditions ([`implicitx.KKT`][]):
+    `min f(z, theta) s.t. H(z, theta) = 0, G(z, theta) <= 0`. The objective,
+    the constraints and their Jacobians are compiled JAX functions called from
+    SciPy; the answer is the primal-dual triple `(z, nu, lam)` (SLSQP's Lagrange
+    multipliers, with the signs of `f + nu . H + lam . G`), whose derivatives come
+    from the KKT conditions.
+
+    The condition is asked for `objective`, `equalities` and `inequalities` (the
+    fields of [`implicitx.KKT`][]); `z` must be a vector. A run that SLSQP does
+    not report as successful, non-finite values, or NaN in `theta` are a failure
+    (`RESULTS.external_solver_failed`, with SciPy's message as a warning). Needs
+    SciPy 1.16 or newer (for SLSQP's multipliers).
+
+    **Arguments:**
+
+    - `tol`: SciPy's `tol`. Default `1e-12`.
+    - `options`: SciPy's `options` dict (e.g. `{"maxiter": 500}`).
+    """
+
+    tol: float = eqx.field(default=1e-12, static=True)
+    options: tuple[tuple[str, Any], ...] = eqx.field(default=(), static=True)
+
+    def __init__(self, tol=1e-12, options=()):
+        self.tol = tol
+        self.options = tuple(dict(options).items())
+
+    def _host_problem(
+        self, condition: AbstractCondition, theta: PyTree[ArrayLike]
+    ) -> tuple[Callable[[Any, Any], Any], PyTree[ArrayLike]]:
+        if not all(
+            hasattr(condition, name)
+            for name in ("objective", "equalities", "inequalities")
+        ):
+            raise TypeError(
+                "`ScipyConstrainedMinimize` needs a condition that states its "
+                "problem by `objective`, `equalities` and `inequalities`, such as "
+                f"`implicitx.KKT`; got `{type(condition).__name__}`."
+            )
+        scipy_optimize = require("scipy.optimize")
+        dynamic, static = eqx.partition(condition, eqx.is_array)
+        tol, options = self.tol, dict(self.options)
+
+        def constraint(c, name, z, theta):
+            fn = getattr(c, name)
+            if fn is None:
+                return jnp.zeros((0,), z.dtype), jnp.zeros((0, z.shape[0]), z.dtype)
+            return jnp.asarray(fn(z, theta)), jax.jacfwd(fn)(z, theta)
+
+        @jax.jit
+        def pieces(z, dynamic, theta):
+            c = eqx.combine(dynamic, static)
+            value, grad = jax.value_and_grad(c.objective)(z, theta)
+            return (
+                value,
+                grad,
+                *constraint(c, "equalities", z, theta),
+                *constraint(c, "inequalities", z, theta),
+            )
+
+        def fn(args, x0):
+            dynamic, theta = args
+            z0, nu0, _ = x0
+            dtype = z0.dtype
+
+            def at(z):
+                out = pieces(np.asarray(z, dtype), dynamic, theta)
+                return [np.asarray(o, np.float64) for o in out]
+
+            constraints = []
+            if nu0.shape[0]:
+                constraints.append(
+                    {"type": "eq", "fun": lambda z: at(z)[2], "jac": lambda z: at(z)[3]}
+                )
+            if x0[2].shape[0]:  # SciPy's inequalities are `-G >= 0`
+                constraints.append(
+                    {
+                        "type": "ineq",
+                        "fun": lambda z: -at(z)[4],
+                        "jac": lambda z: -at(z)[5],
+                    }
+                )
+            res = scipy_optimize.minimize(
+                lambda z: tuple(at(z)[:2]),
+                np.asarray(z0, np.float64),
+                jac=True,
+                method="SLSQP",
+                constraints=constraints,
+                tol=tol,
+                options=options,
+            )
+            if not res.success:
+                raise RuntimeError(f"scipy.optimize.minimize (SLSQP): {res.message}")
+            multipliers = getattr(res, "multipliers", None)
+            if multipliers is None:
+                raise RuntimeError(
+                    "this SciPy's SLSQP returns no Lagrange multipliers: SciPy 1.16 "
+                    "or newer is needed."
+                )
+            # SLSQP's Lagrangian is `f - mu . h - mu' . c` (equalities first, then
+            # the inequalities `c = -G >= 0`).
+            p = nu0.shape[0]
+            multipliers = np.asarray(multipliers, np.float64)
+            return res.x, -multipliers[:p], multipliers[p:]
+
+        return fn, (dynamic, theta)

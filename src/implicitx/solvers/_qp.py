@@ -14,9 +14,10 @@ from .._results import RESULTS
 from .._solution import Solution
 from .._while_loops import lax_while_loop
 from ._base import AbstractIterativeSolver, AbstractIterativeState, AbstractSolver
+from ._loop import max_abs
 
 
-def _qp_data(condition: AbstractCondition, theta, solver) -> QPData:
+def qp_data_of(condition: AbstractCondition, theta, solver) -> QPData:
     qp_at = getattr(condition, "qp_at", None)
     if not callable(qp_at):
         raise TypeError(
@@ -29,7 +30,7 @@ def _qp_data(condition: AbstractCondition, theta, solver) -> QPData:
     return data
 
 
-def _symmetric(Q: Array) -> Array:
+def symmetric(Q: Array) -> Array:
     return 0.5 * (Q + Q.T)
 
 
@@ -50,7 +51,7 @@ class EqualityConstrainedQP(AbstractSolver):
 
     def solve(self, condition, theta, x0, *, while_loop=lax_while_loop) -> Solution:
         del x0, while_loop
-        data = _qp_data(condition, theta, self)
+        data = qp_data_of(condition, theta, self)
         if data.M.shape[0] != 0:
             raise TypeError(
                 "`EqualityConstrainedQP` solves problems without inequalities; this "
@@ -58,7 +59,7 @@ class EqualityConstrainedQP(AbstractSolver):
             )
         n, p = data.c.shape[0], data.d.shape[0]
         kkt = jnp.block(
-            [[_symmetric(data.Q), data.E.T], [data.E, jnp.zeros((p, p), data.c.dtype)]]
+            [[symmetric(data.Q), data.E.T], [data.E, jnp.zeros((p, p), data.c.dtype)]]
         )
         out = _solve_dense(kkt, jnp.concatenate([-data.c, data.d]))
         value = (out[:n], out[n:], jnp.zeros((0,), data.c.dtype))
@@ -92,7 +93,9 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
 
     It stops when the residuals of stationarity, of the equalities and of the
     inequalities are at most `rtol` times the scale of their data (plus `atol`),
-    and the duality measure `s^T lam / m` as well. It reports
+    and the complementarity `min(lam_i, s_i)` of every inequality as well (the
+    KKT conditions' own measure: at a weakly active constraint it asks for more
+    than the duality measure `s^T lam / m` would). It reports
     `RESULTS.primal_infeasible` or `RESULTS.dual_infeasible` when an iterate
     approaches a certificate of infeasibility or unboundedness (checked on the
     normalised multipliers or primal variables, once they exceed `1 / atol`), and
@@ -115,7 +118,7 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         return rtol, atol
 
     def init(self, condition, theta, x0) -> _IPMState:
-        data = _qp_data(condition, theta, self)
+        data = qp_data_of(condition, theta, self)
         dtype = data.c.dtype
         n, p, m = data.c.shape[0], data.d.shape[0], data.h.shape[0]
         if x0 is None:
@@ -135,8 +138,8 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
 
     def step(self, condition, theta, state, *, while_loop=lax_while_loop):
         del while_loop  # no inner loop
-        data = _qp_data(condition, theta, self)
-        Q = _symmetric(data.Q)
+        data = qp_data_of(condition, theta, self)
+        Q = symmetric(data.Q)
         z, nu, lam = state.x
         s = state.s
         dtype = data.c.dtype
@@ -200,8 +203,7 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
 
     def _check(self, data: QPData, z, nu, lam, s):
         rtol, atol = self._tolerances(data.c.dtype)
-        Q = _symmetric(data.Q)
-        m = lam.shape[0]
+        Q = symmetric(data.Q)
 
         def big(*arrays):
             return jnp.max(
@@ -211,13 +213,18 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         r_d = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
         r_e = data.E @ z - data.d
         r_i = data.M @ z + s - data.h
-        mu = jnp.sum(s * lam) / max(m, 1)
         primal_scale = 1 + big(data.d, data.h, data.M @ z, data.E @ z)
         dual_scale = 1 + big(data.c, Q @ z)
+        # Complementarity as the KKT condition measures it, `min(lam_i, s_i)`, not
+        # by the duality measure `mean(s lam)`: at a weakly active constraint both
+        # are ~ sqrt(mu), so `mu` alone would stop with `z` off by sqrt(mu).
         converged = (
             (big(r_d) <= atol + rtol * dual_scale)
             & (big(r_e, r_i) <= atol + rtol * primal_scale)
-            & (mu <= atol + rtol * dual_scale * primal_scale)
+            & (
+                big(jnp.minimum(lam, s))
+                <= atol + rtol * jnp.maximum(primal_scale, dual_scale)
+            )
         )
         # Certificates, on the normalised iterates once they are large.
         y_size = big(nu, lam)
@@ -257,3 +264,51 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         del condition, theta
         stats = {"num_steps": state.num_steps}
         return Solution(value=state.x, result=result, aux=None, stats=stats)
+
+
+def polish_qp(condition, theta, data: QPData, x: tuple, Mz) -> tuple[tuple, Array]:
+    """OSQP's polishing of an approximate primal-dual solution `x = (z, nu, lam)`
+    (with `Mz` its estimate of `M z`): the solution of the equality-constrained QP
+    whose active inequalities are those with `h_i - Mz_i < lam_i`, the others'
+    multipliers set to zero (one regularised, refined solve of fixed shape), kept
+    if its KKT residual (the condition's) is smaller. Returns the answer and
+    whether it is the polished one."""
+    fine = _active_set_solution(data, x, data.h - Mz)
+    coarse_error = max_abs(condition(x, theta))
+    fine_error = max_abs(condition(fine, theta))
+    use_fine = fine_error <= coarse_error  # False if NaN
+    value = tuple(jnp.where(use_fine, f, c) for f, c in zip(fine, x, strict=True))
+    return value, use_fine
+
+
+def _active_set_solution(data: QPData, x: tuple, slack) -> tuple:
+    z, nu, lam = x
+    dtype = z.dtype
+    n, p, m = z.shape[0], nu.shape[0], lam.shape[0]
+    Q = symmetric(data.Q)
+    active = slack < lam
+    # Inactive rows say `lam_i = 0`; active rows `M_i z = h_i`.
+    M_rows = jnp.where(active[:, None], data.M, 0)
+    exact = jnp.block(
+        [
+            [Q, data.E.T, data.M.T],
+            [data.E, jnp.zeros((p, p), dtype), jnp.zeros((p, m), dtype)],
+            [M_rows, jnp.zeros((m, p), dtype), jnp.diag(jnp.where(active, 0, 1.0))],
+        ]
+    ).astype(dtype)
+    rhs = jnp.concatenate([-data.c, data.d, jnp.where(active, data.h, 0)])
+    eps = float(np.finfo(dtype).eps)
+    delta = eps**0.75 * (1 + jnp.max(jnp.abs(Q), initial=0.0))
+    signs = jnp.concatenate(
+        [jnp.ones(n, dtype), -jnp.ones(p, dtype), jnp.where(active, -1.0, 0.0)]
+    ).astype(dtype)
+    operator = lx.MatrixLinearOperator(exact + jnp.diag(delta * signs))
+    lu = lx.LU()
+    lu_state = lu.init(operator, {})
+    out = jnp.zeros_like(rhs)
+    for _ in range(3):  # iterative refinement against the unregularised matrix
+        fix = lx.linear_solve(
+            operator, rhs - exact @ out, lu, state=lu_state, throw=False
+        )
+        out = out + fix.value
+    return out[:n], out[n : n + p], out[n + p :]
