@@ -280,6 +280,32 @@ class ScalingBatchRow(ResultRow):
     compile_s: Cell = column("compile (s)")
 
 
+@dataclasses.dataclass(frozen=True)
+class QpLayerRow(ResultRow):
+    FILE = "qp_layers"
+    SCRIPT = "qp_layers.py"
+    batch: int = column("batch")
+    n: int = column("n")
+    dtype: str = column("dtype")
+    method: str = column("method")
+    run_ms: Cell = column("run (ms)")
+    ratio: Cell = column("ratio implicitx/method")
+    gradient_error: Cell = column("gradient error")
+    first_call_s: Cell = column("first call (s)")
+
+
+@dataclasses.dataclass(frozen=True)
+class QpScalingRow(ResultRow):
+    FILE = "qp_scaling"
+    SCRIPT = "qp_layers.py"
+    batch: int = column("batch")
+    n: int = column("n")
+    method: str = column("method")
+    run_ms: Cell = column("run (ms)")
+    ms_per_problem: Cell = column("ms per problem")
+    first_call_s: Cell = column("first call (s)")
+
+
 TABLES: tuple[type[ResultRow], ...] = (
     RidgeOverheadRow,
     SvmFeaturesRow,
@@ -288,4 +314,6 @@ TABLES: tuple[type[ResultRow], ...] = (
     SolversRow,
     ScalingSizeRow,
     ScalingBatchRow,
+    QpLayerRow,
+    QpScalingRow,
 )

@@ -25,6 +25,7 @@ from _common import (
     machine,
     MissingResult,
     PeersRow,
+    QpLayerRow,
     RESULTS_DIR,
     RidgeOverheadRow,
     SolversRow,
@@ -42,6 +43,7 @@ SCRIPTS = [
     "hypergradients_vs_peers.py",
     "solvers_vs_jaxopt.py",
     "scaling.py",
+    "qp_layers.py",
 ]
 BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
 DTYPES = ("float64", "float32")  # the order of the columns
@@ -272,6 +274,8 @@ def headline(results_dir: Path = RESULTS_DIR) -> list[HeadlineRow]:
             )
         )
 
+    out += _qp_rows(results_dir)
+
     solvers = SolversRow.load(results_dir)
     if not solvers:
         raise MissingResult(f"{SolversRow.FILE}: no rows")
@@ -325,6 +329,49 @@ def _met(row: HeadlineRow) -> str:
         and not value <= bound
     ]
     return "yes" if not misses else "no (" + ", ".join(misses) + ")"
+
+
+def _qp_rows(results_dir: Path) -> list[HeadlineRow]:
+    """The QP layer against its peers (time ratios) and its gradient error."""
+    rows = QpLayerRow.load(results_dir)
+    if not rows:
+        raise MissingResult(f"{QpLayerRow.FILE}: no rows")
+    batch, n = rows[0].batch, rows[0].n
+    own = "implicitx (interior point)"
+    where = f"QP layer, batch {batch}, n = {n}, forward + gradient"
+
+    def cells(method, field):
+        return [
+            _first_number(
+                _select(QpLayerRow, rows, dtype=dt, method=method)
+                if any(r.dtype == dt for r in rows)
+                else [],
+                field,
+            )
+            for dt in DTYPES
+        ]
+
+    out = []
+    for peer, target in (
+        ("qpax", "≤ 1.0"),
+        ("qpth", "≤ 1.0"),
+        ("cvxpylayers", "≤ 0.1"),
+        ("JAXopt OSQP", "≤ 1.0"),
+    ):
+        out.append(
+            HeadlineRow(f"{where}: implicitx / {peer}", *cells(peer, "ratio"), target)
+        )
+    errors = cells(own, "gradient_error")
+    out.append(
+        HeadlineRow(
+            f"{where}: implicitx's gradient error against the exact active-set "
+            "gradient (relative)",
+            *errors,
+            "≤ 1e-6 (float64)",
+            met="-" if errors[0] is None else ("yes" if errors[0] <= 1e-6 else "no"),
+        )
+    )
+    return out
 
 
 def headline_cells(rows: list[HeadlineRow]) -> list[list[str]]:

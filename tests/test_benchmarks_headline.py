@@ -109,6 +109,26 @@ def _complete_results(common, results_dir):
         for dt in dtypes
     ]
     _write(results_dir, common.SolversRow, solvers)
+    qp = [
+        _row(
+            common.QpLayerRow,
+            batch=32,
+            n=50,
+            dtype=dt,
+            method=method,
+            ratio=ratio if dt == "float64" or method != "cvxpylayers" else "-",
+            gradient_error=error,
+        )
+        for dt in dtypes
+        for method, ratio, error in (
+            ("implicitx (interior point)", 1.0, 1e-12),
+            ("qpax", 0.8, 1e-2),
+            ("qpth", 0.5, 1e-8),
+            ("cvxpylayers", 0.05, 1e-5),
+            ("JAXopt OSQP", 1.5, 1e-3),
+        )
+    ]
+    _write(results_dir, common.QpLayerRow, qp)
 
 
 def test_headline_from_complete_results(run_all, tmp_path):
@@ -123,6 +143,11 @@ def test_headline_from_complete_results(run_all, tmp_path):
         ["0.50", "0.50", "≤ 0.55", "yes"],
         ["-", "2.6 / 2.7, 2.6 / 30", "implicit flat", "yes"],
         ["0.50", "not run", "≤ 1.0", "yes"],  # a skipped peer: there, not a number
+        ["0.80", "0.80", "≤ 1.0", "yes"],
+        ["0.50", "0.50", "≤ 1.0", "yes"],
+        ["0.05", "not run", "≤ 0.1", "yes"],  # cvxpylayers: float64 only
+        ["1.50", "1.50", "≤ 1.0", "no (float64, float32)"],
+        ["1.0e-12", "1.0e-12", "≤ 1e-6 (float64)", "yes"],
         ["4.0e-03", "4.0e-03", "≤ 1.0", "yes"],
     ]
     assert cells[6][0].endswith("at 10 and 1000 iterations")

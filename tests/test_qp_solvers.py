@@ -322,3 +322,22 @@ def test_scipy_constrained_minimize_needs_a_kkt_condition():
     )
     with pytest.raises(TypeError, match="`objective`, `equalities` and `inequalities`"):
         argmin(jnp.ones(2), jnp.zeros(2))
+
+
+def test_kkt_systems_above_500_unknowns_stay_dense_by_default():
+    # 300 + 60 + 150 = 510 unknowns: above the general dense limit, where GMRES
+    # without a preconditioner stalls on KKT matrices; `saddle_point_tag` keeps LU.
+    data = random_qp(300, 60, 150, 13)
+    theta = _arrays(data)
+    layer = ix.QuadraticProgram()
+    assert ix.saddle_point_tag in ix.QuadraticKKT().tags
+    z = layer(**theta).z
+    active = np.asarray(theta["h"] - theta["M"] @ z) < 1e-7
+    weights = _tangent(300, 14)
+    grad = jax.jit(jax.grad(lambda c: weights @ layer(**{**theta, "c": c}).z))(
+        theta["c"]
+    )
+    want = jax.grad(lambda c: weights @ active_set_qp({**theta, "c": c}, active))(
+        theta["c"]
+    )
+    np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())

@@ -44,7 +44,10 @@ from ._quadratic_program import (
 )
 from ._results import RESULTS as RESULTS
 from ._solution import Solution as Solution
-from ._tags import active_set_tag as active_set_tag
+from ._tags import (
+    active_set_tag as active_set_tag,
+    saddle_point_tag as saddle_point_tag,
+)
 
 
 __version__ = importlib.metadata.version("implicitx")

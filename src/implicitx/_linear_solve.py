@@ -26,7 +26,7 @@ from ._batch_safe_lu import BatchSafeLU
 from ._failure import accepted, apply_policy
 from ._misc import tree_all_finite
 from ._results import as_results, RESULTS
-from ._tags import active_set_tag
+from ._tags import active_set_tag, saddle_point_tag
 
 
 # Solvers that are only valid for symmetric definite (or negative definite) operators.
@@ -66,6 +66,9 @@ def _tag_names(tags) -> str:
 # cost the same near d = 100 and GMRES is 3x faster at d = 300.
 DENSE_MAX_SIZE = 500
 ACTIVE_SET_DENSE_MAX_SIZE = 100
+# KKT matrices: GMRES without a preconditioner did not converge on a random QP with
+# 850 unknowns (benchmarks/qp_layers.py), while LU takes a fraction of a second there.
+SADDLE_POINT_DENSE_MAX_SIZE = 5000
 
 
 def default_solver(
@@ -75,8 +78,11 @@ def default_solver(
     backward solver")."""
     size = operator.in_size()
     if dense_max_size is None:
-        if active_set_tag in getattr(operator, "tags", frozenset()):
+        tags = getattr(operator, "tags", frozenset())
+        if active_set_tag in tags:
             dense_max_size = ACTIVE_SET_DENSE_MAX_SIZE
+        elif saddle_point_tag in tags:
+            dense_max_size = SADDLE_POINT_DENSE_MAX_SIZE
         else:
             dense_max_size = DENSE_MAX_SIZE
     if size <= dense_max_size:

@@ -6,6 +6,7 @@ import jax.tree_util as jtu
 from jax import lax
 from jaxtyping import Array, ArrayLike, PyTree, Scalar
 
+from .._tags import saddle_point_tag
 from ._base import AbstractCondition
 
 
@@ -51,7 +52,9 @@ class KKT(AbstractCondition):
     the multipliers non-unique and `A` singular: differentiating raises (or gives
     NaN with `throw=False`) `RESULTS.adjoint_singular`.
 
-    `A` is indefinite (a saddle-point matrix), so no tags are set.
+    `A` is indefinite (a saddle-point matrix): it is tagged
+    `implicitx.saddle_point_tag`, which keeps the default backward solve dense up to
+    5000 unknowns (see the adjoints page, "Choosing the backward solver").
 
     **Arguments:**
 
@@ -65,6 +68,10 @@ class KKT(AbstractCondition):
     objective: Callable[[PyTree[Array], PyTree[ArrayLike]], Scalar]
     equalities: Callable[[PyTree[Array], PyTree[ArrayLike]], Array] | None = None
     inequalities: Callable[[PyTree[Array], PyTree[ArrayLike]], Array] | None = None
+
+    @property
+    def tags(self) -> frozenset[object]:
+        return frozenset({saddle_point_tag})
 
     def lagrangian(self, x: tuple, theta: PyTree[ArrayLike]) -> Scalar:
         """`f + nu . H + lam . G` at `x = (z, nu, lam)`."""
