@@ -72,45 +72,37 @@ def reference_gradients(data, weights):
 # --- The methods: each returns a function of no arguments giving (grad_c, grad_h). ----
 
 
-def implicitx_fn(data, weights, dtype, solver=None):
-    layer = ix.QuadraticProgram() if solver is None else ix.QuadraticProgram(solver)
+def _jax_layer_fn(solve_z, data, weights, dtype):
+    """`jax.jit(jax.vmap(jax.grad))` of `w . solve_z(Q, c, E, d, M, h)` in `(c, h)`."""
     arrays = {k: jnp.asarray(v, dtype) for k, v in data.items()}
     w = jnp.asarray(weights, dtype)
 
     def loss(c, h, Q, E, d, M, w):
-        return w @ layer(Q, c, E, d, M, h).z
+        return w @ solve_z(Q, c, E, d, M, h)
 
     grad = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))
     args = (arrays["c"], arrays["h"], arrays["Q"], arrays["E"], arrays["d"])
     return lambda: grad(*args, arrays["M"], w)
+
+
+def implicitx_fn(data, weights, dtype):
+    layer = ix.QuadraticProgram()
+    return _jax_layer_fn(lambda *qp: layer(*qp).z, data, weights, dtype)
 
 
 def qpax_fn(data, weights, dtype):
     qpax = importlib.import_module("qpax")
-    arrays = {k: jnp.asarray(v, dtype) for k, v in data.items()}
-    w = jnp.asarray(weights, dtype)
-
-    def loss(c, h, Q, E, d, M, w):
-        return w @ qpax.solve_qp_primal(Q, c, E, d, M, h)
-
-    grad = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))
-    args = (arrays["c"], arrays["h"], arrays["Q"], arrays["E"], arrays["d"])
-    return lambda: grad(*args, arrays["M"], w)
+    return _jax_layer_fn(qpax.solve_qp_primal, data, weights, dtype)
 
 
 def jaxopt_osqp_fn(data, weights, dtype):
-    jaxopt = importlib.import_module("jaxopt")
-    arrays = {k: jnp.asarray(v, dtype) for k, v in data.items()}
-    w = jnp.asarray(weights, dtype)
-    solver = jaxopt.OSQP()
+    solver = importlib.import_module("jaxopt").OSQP()
 
-    def loss(c, h, Q, E, d, M, w):
+    def solve_z(Q, c, E, d, M, h):
         sol = solver.run(params_obj=(Q, c), params_eq=(E, d), params_ineq=(M, h))
-        return w @ sol.params.primal
+        return sol.params.primal
 
-    grad = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))
-    args = (arrays["c"], arrays["h"], arrays["Q"], arrays["E"], arrays["d"])
-    return lambda: grad(*args, arrays["M"], w)
+    return _jax_layer_fn(solve_z, data, weights, dtype)
 
 
 def cvxpylayers_fn(data, weights, dtype):

@@ -185,34 +185,6 @@ def test_infeasible_and_unbounded_problems_are_reported():
         ix.QuadraticProgram().solve(**_arrays(_infeasible_qp()))
 
 
-def test_batch_with_one_infeasible_problem_keeps_the_others():
-    data = [random_qp(4, 1, 5, seed) for seed in range(8)]
-    bad = 3
-    row = data[bad]["M"][0].copy()
-    data[bad]["M"][:2] = row, -row  # row . z <= -1 and row . z >= 1
-    data[bad]["h"][:2] = -1.0
-    batch = {k: jnp.stack([jnp.asarray(d[k]) for d in data]) for k in data[0]}
-    layer = ix.QuadraticProgram(throw=False)
-
-    def loss(c, rest):
-        return jnp.sum(layer(c=c, **rest).z ** 2)
-
-    rest = {k: v for k, v in batch.items() if k != "c"}
-    grads = jax.jit(jax.vmap(jax.grad(loss)))(batch["c"], rest)
-    results = jax.vmap(lambda c, r: layer.solve(c=c, **r).result._value)(
-        batch["c"], rest
-    )
-    infeasible = int(ix.RESULTS.primal_infeasible._value)
-    assert [int(r) for r in results] == [
-        infeasible if i == bad else 0 for i in range(8)
-    ]
-    assert np.all(np.isnan(grads[bad]))
-    for i in range(8):
-        if i != bad:
-            single = jax.grad(loss)(batch["c"][i], {k: v[i] for k, v in rest.items()})
-            np.testing.assert_allclose(grads[i], single, rtol=1e-10, atol=1e-12)
-
-
 def test_float32_interior_point_gradients_within_1e3_of_float64():
     data = random_qp(8, 2, 10, 9)
     weights = np.random.default_rng(10).standard_normal(8)

@@ -7,12 +7,11 @@ from jaxtyping import Array, Bool, Int, PyTree
 
 from .._conditions._quadratic import QPData
 from .._operator_base import default_tolerance
-from .._results import RESULTS
 from .._solution import Solution
 from .._while_loops import lax_while_loop
 from ._base import AbstractIterativeSolver, AbstractIterativeState
 from ._loop import max_abs
-from ._qp import polish_qp, qp_data_of, symmetric
+from ._qp import certified, polish_qp, qp_data_of, symmetric
 
 
 class _ADMMState(AbstractIterativeState):
@@ -208,17 +207,7 @@ class ADMMQP(AbstractIterativeSolver[_ADMMState]):
 
     def terminate(self, condition, theta, state):
         done, result = super().terminate(condition, theta, state)
-        stop = done | (state.status != 0)
-        result = RESULTS.where(
-            state.status == 1,
-            RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
-            RESULTS.where(
-                state.status == 2,
-                RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
-                result,
-            ),
-        )
-        return stop, result
+        return certified(done, result, state.status)
 
     def postprocess(self, condition, theta, state, result) -> Solution:
         data = qp_data_of(condition, theta, self)

@@ -30,6 +30,21 @@ def qp_data_of(condition: AbstractCondition, theta, solver) -> QPData:
     return data
 
 
+def certified(done, result, status) -> tuple[Array, RESULTS]:
+    """`terminate`'s answer once a QP solver's `status` may hold a certificate: 1
+    stops with `RESULTS.primal_infeasible`, 2 with `RESULTS.dual_infeasible`."""
+    result = RESULTS.where(
+        status == 1,
+        RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
+        RESULTS.where(
+            status == 2,
+            RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
+            result,
+        ),
+    )
+    return done | (status != 0), result
+
+
 def symmetric(Q: Array) -> Array:
     return 0.5 * (Q + Q.T)
 
@@ -248,17 +263,7 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
 
     def terminate(self, condition, theta, state):
         done, result = super().terminate(condition, theta, state)
-        stop = done | (state.status != 0)
-        result = RESULTS.where(
-            state.status == 1,
-            RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
-            RESULTS.where(
-                state.status == 2,
-                RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
-                result,
-            ),
-        )
-        return stop, result
+        return certified(done, result, state.status)
 
     def postprocess(self, condition, theta, state, result) -> Solution:
         del condition, theta
