@@ -345,3 +345,20 @@ def test_kkt_systems_above_500_unknowns_stay_dense_by_default():
         theta["c"]
     )
     np.testing.assert_allclose(grad, want, rtol=1e-6, atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("name", SOLVERS)
+def test_no_constraints_and_equalities_only(name):
+    # Empty constraint groups never give NaN: without constraints the layer is
+    # z* = -Q^{-1} c; with equalities only, the KKT solve (EqualityConstrainedQP).
+    data = random_qp(5, 2, 0, 1)
+    Q, c, E, d = (jnp.asarray(data[k]) for k in ("Q", "c", "E", "d"))
+    layer = _layer(name)
+    np.testing.assert_allclose(layer(Q, c).z, -jnp.linalg.solve(Q, c), atol=1e-9)
+    grad = jax.grad(lambda c: jnp.sum(layer(Q, c).z))(c)
+    np.testing.assert_allclose(grad, -jnp.linalg.solve(Q, jnp.ones(5)), atol=1e-9)
+    direct = ix.QuadraticProgram(solver=ix.solvers.EqualityConstrainedQP())
+    sol = layer(Q, c, E, d)
+    np.testing.assert_allclose(sol.z, direct(Q, c, E, d).z, atol=1e-7)
+    np.testing.assert_allclose(sol.nu, direct(Q, c, E, d).nu, atol=1e-7)
+    assert sol.lam.shape == (0,)

@@ -1,4 +1,4 @@
-import importlib.metadata
+from importlib import metadata as _metadata
 
 from . import (
     mirror as mirror,
@@ -50,4 +50,4 @@ from ._tags import (
 )
 
 
-__version__ = importlib.metadata.version("implicitx")
+__version__ = _metadata.version("implicitx")
