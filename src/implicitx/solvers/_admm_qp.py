@@ -143,9 +143,8 @@ class ADMMQP(AbstractIterativeSolver[_ADMMState]):
         y, w = jnp.concatenate([nu, lam]), state.w
         n = z.shape[0]
         rhs = jnp.concatenate([self.sigma * z - data.c, w - y / rho])
-        out = lx.linear_solve(
-            self._operator(data), rhs, lx.LU(), state=state.lu, throw=False
-        ).value
+        # The factors from `init`: no matrix is formed again in the loop.
+        out, _, _ = lx.LU().compute(state.lu, rhs, {})
         z_tilde, v = out[:n], out[n:]
         w_tilde = w + (v - y) / rho
         z_new = self.alpha * z_tilde + (1 - self.alpha) * z

@@ -3,6 +3,7 @@ problems, and a dense primal-dual interior-point method."""
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.scipy as jsp
 import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Int
@@ -90,6 +91,7 @@ class EqualityConstrainedQP(AbstractSolver):
 class _IPMState(AbstractIterativeState):
     x: tuple  # (z, nu, lam)
     s: Array  # slacks of the inequalities, h - M z at a feasible point
+    residuals: tuple  # of stationarity, equalities, inequalities, at (x, s)
     num_steps: Int[Array, ""]
     converged: Bool[Array, ""]
     status: Int[Array, ""]  # 0 running, 1 primal infeasible, 2 dual infeasible
@@ -101,10 +103,15 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
     semidefinite. The condition must be a [`implicitx.QuadraticKKT`][]; the answer
     is the primal-dual triple `(z, nu, lam)`.
 
-    Written for `jax.vmap`: fixed shapes, no Python branching on values; each step
-    factorises the (regularised) KKT matrix once (lineax LU) and uses it for the
-    predictor, the corrector and one step of iterative refinement against the
-    unregularised matrix, which keeps it accurate in float32.
+    Written for `jax.vmap`: fixed shapes, no Python branching on values. Each step
+    factorises the Newton system once, reduced to `z` and `nu` (the inequality
+    multipliers eliminated): a Cholesky factorisation of
+    `Q + M^T diag(lam / s) M` (slightly regularised) and one of its Schur
+    complement with the equalities, used for both the predictor and the
+    corrector. In float32 each solve is followed by one step of iterative
+    refinement against the unregularised system, which keeps it accurate; in
+    float64 that is not needed. The step to the boundary is the fraction
+    `1 - min(0.01, mu)` of the largest one, so that the last steps converge fast.
 
     It stops when the residuals of stationarity, of the equalities and of the
     inequalities are at most `rtol` times the scale of their data (plus `atol`),
@@ -121,16 +128,24 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
     - `rtol`, `atol`: default `eps^(2/3)` of the dtype (about `4e-11` in float64,
         `2.5e-5` in float32).
     - `max_steps`: default 100 (a well-posed problem takes 10 to 30 steps).
+    - `refinements`: the number of iterative-refinement steps per Newton solve;
+        default 1 in float32 (and lower precisions), 0 in float64.
     """
 
     rtol: float | None = None
     atol: float | None = None
     max_steps: int = eqx.field(default=100, static=True)
+    refinements: int | None = eqx.field(default=None, static=True)
 
     def _tolerances(self, dtype) -> tuple[float, float]:
         rtol = default_tolerance(dtype) if self.rtol is None else self.rtol
         atol = default_tolerance(dtype) if self.atol is None else self.atol
         return rtol, atol
+
+    def _refinements(self, dtype) -> int:
+        if self.refinements is not None:
+            return self.refinements
+        return 0 if jnp.finfo(dtype).bits >= 64 else 1
 
     def init(self, condition, theta, x0) -> _IPMState:
         data = qp_data_of(condition, theta, self)
@@ -146,6 +161,9 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         return _IPMState(
             x=(z, nu, lam),
             s=s,
+            residuals=_residuals(
+                data, s, _products(data, symmetric(data.Q), z, nu, lam)
+            ),
             num_steps=jnp.array(0),
             converged=jnp.array(False),
             status=jnp.array(0),
@@ -157,44 +175,24 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         Q = symmetric(data.Q)
         z, nu, lam = state.x
         s = state.s
-        dtype = data.c.dtype
-        n, p, m = z.shape[0], nu.shape[0], lam.shape[0]
-        r_d = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
-        r_e = data.E @ z - data.d
-        r_i = data.M @ z + s - data.h
+        m = lam.shape[0]
+        r_d, r_e, r_i = state.residuals
         mu = jnp.sum(s * lam) / max(m, 1)
 
-        eps = float(np.finfo(dtype).eps)
-        scale = 1 + jnp.max(jnp.abs(Q), initial=0.0)
-        delta = eps**0.75 * scale
+        eps = float(np.finfo(z.dtype).eps)
+        delta = eps**0.75 * (1 + jnp.max(jnp.abs(Q), initial=0.0))
         w = s / lam
-        exact = jnp.block(
-            [
-                [Q, data.E.T, data.M.T],
-                [data.E, jnp.zeros((p, p), dtype), jnp.zeros((p, m), dtype)],
-                [data.M, jnp.zeros((m, p), dtype), -jnp.diag(w)],
-            ]
-        )
-        regularised = exact + jnp.diag(
-            jnp.concatenate(
-                [jnp.full(n, delta), jnp.full(p, -delta), jnp.full(m, -delta)]
-            ).astype(dtype)
-        )
-        operator = lx.MatrixLinearOperator(regularised)
-        lu = lx.LU()
-        lu_state = lu.init(operator, {})
+        factors = _ReducedKKT.factor(Q, data.E, data.M, w, delta)
 
         def newton(r_c):
             # M dz - W dlam = -r_i - r_c / lam, with r_c the target of s * lam.
-            rhs = jnp.concatenate([-r_d, -r_e, -r_i - r_c / lam])
-            sol = lx.linear_solve(operator, rhs, lu, state=lu_state, throw=False)
-            out = sol.value
-            # One step of iterative refinement against the unregularised matrix.
-            fix = lx.linear_solve(
-                operator, rhs - exact @ out, lu, state=lu_state, throw=False
-            )
-            out = out + fix.value
-            dz, dnu, dlam = out[:n], out[n : n + p], out[n + p :]
+            rhs = (-r_d, -r_e, -r_i - r_c / lam)
+            out = factors.solve(*rhs)
+            for _ in range(self._refinements(z.dtype)):
+                # Iterative refinement against the unregularised system.
+                fix = factors.solve(*factors.residual(Q, data.E, data.M, w, rhs, out))
+                out = tuple(o + f for o, f in zip(out, fix, strict=True))
+            dz, dnu, dlam = out
             ds = (r_c - s * dlam) / lam
             return dz, dnu, dlam, ds
 
@@ -208,28 +206,34 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         mu_a = jnp.sum((s + alpha_a * ds_a) * (lam + alpha_a * dlam_a)) / max(m, 1)
         sigma = jnp.where(mu > 0, (mu_a / jnp.where(mu > 0, mu, 1)) ** 3, 0.0)
         dz, dnu, dlam, ds = newton(-s * lam - ds_a * dlam_a + sigma * mu)
-        alpha = 0.99 * jnp.minimum(max_step(s, ds), max_step(lam, dlam))
+        # Fraction to the boundary 0.99, tending to 1 as mu -> 0 (fast final steps).
+        eta = 1 - jnp.clip(mu, eps, 0.01)
+        alpha = eta * jnp.minimum(max_step(s, ds), max_step(lam, dlam))
         alpha = jnp.where(m > 0, alpha, 1.0)  # no inequalities: one Newton step
 
         z, nu = z + alpha * dz, nu + alpha * dnu
         lam, s = lam + alpha * dlam, s + alpha * ds
-        converged, status = self._check(data, z, nu, lam, s)
-        return _IPMState((z, nu, lam), s, state.num_steps + 1, converged, status)
+        products = _products(data, Q, z, nu, lam)
+        converged, status = self._check(data, z, nu, lam, s, products)
+        residuals = _residuals(data, s, products)
+        return _IPMState(
+            (z, nu, lam), s, residuals, state.num_steps + 1, converged, status
+        )
 
-    def _check(self, data: QPData, z, nu, lam, s):
+    def _check(self, data: QPData, z, nu, lam, s, products):
+        """Convergence, and certificates of infeasibility or unboundedness, from the
+        products of `_products` (no other product with the data)."""
         rtol, atol = self._tolerances(data.c.dtype)
-        Q = symmetric(data.Q)
+        Qz, Ez, Mz, ETnu, MTlam = products
+        r_d, r_e, r_i = _residuals(data, s, products)
 
         def big(*arrays):
             return jnp.max(
                 jnp.stack([jnp.max(jnp.abs(a), initial=0.0) for a in arrays])
             )
 
-        r_d = Q @ z + data.c + data.E.T @ nu + data.M.T @ lam
-        r_e = data.E @ z - data.d
-        r_i = data.M @ z + s - data.h
-        primal_scale = 1 + big(data.d, data.h, data.M @ z, data.E @ z)
-        dual_scale = 1 + big(data.c, Q @ z)
+        primal_scale = 1 + big(data.d, data.h, Mz, Ez)
+        dual_scale = 1 + big(data.c, Qz)
         # Complementarity as the KKT condition measures it, `min(lam_i, s_i)`, not
         # by the duality measure `mean(s lam)`: at a weakly active constraint both
         # are ~ sqrt(mu), so `mu` alone would stop with `z` off by sqrt(mu).
@@ -243,20 +247,20 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         )
         # Certificates, on the normalised iterates once they are large.
         y_size = big(nu, lam)
-        nu_n, lam_n = nu / jnp.maximum(y_size, 1), lam / jnp.maximum(y_size, 1)
-        dual_gap = data.d @ nu_n + data.h @ lam_n
+        y_scale = 1 / jnp.maximum(y_size, 1)
+        dual_gap = y_scale * (data.d @ nu + data.h @ lam)
         infeasible = (
             (y_size > 1 / atol)
-            & (big(data.E.T @ nu_n + data.M.T @ lam_n) <= 1e3 * atol)
+            & (y_scale * big(ETnu + MTlam) <= 1e3 * atol)
             & (dual_gap < 0)
         )
         z_size = big(z)
-        z_n = z / jnp.maximum(z_size, 1)
+        z_scale = 1 / jnp.maximum(z_size, 1)
         unbounded = (
             (z_size > 1 / atol)
-            & (big(Q @ z_n, data.E @ z_n) <= 1e3 * atol)
-            & (jnp.max(data.M @ z_n, initial=0.0) <= 1e3 * atol)
-            & (data.c @ z_n < 0)
+            & (z_scale * big(Qz, Ez) <= 1e3 * atol)
+            & (z_scale * jnp.max(Mz, initial=0.0) <= 1e3 * atol)
+            & (z_scale * (data.c @ z) < 0)
         )
         status = jnp.where(infeasible, 1, jnp.where(unbounded, 2, 0))
         return converged & ~infeasible & ~unbounded, status
@@ -269,6 +273,72 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         del condition, theta
         stats = {"num_steps": state.num_steps}
         return Solution(value=state.x, result=result, aux=None, stats=stats)
+
+
+def _products(data: QPData, Q, z, nu, lam) -> tuple[Array, ...]:
+    """`(Q z, E z, M z, E^T nu, M^T lam)`: every product with the data that the
+    residuals and the stopping test need."""
+    return Q @ z, data.E @ z, data.M @ z, data.E.T @ nu, data.M.T @ lam
+
+
+def _residuals(data: QPData, s, products) -> tuple[Array, Array, Array]:
+    """Of stationarity, of the equalities, of the inequalities (with slacks)."""
+    Qz, Ez, Mz, ETnu, MTlam = products
+    return Qz + data.c + ETnu + MTlam, Ez - data.d, Mz + s - data.h
+
+
+class _ReducedKKT(eqx.Module):
+    """The interior-point Newton system
+
+    `[[Q, E^T, M^T], [E, 0, 0], [M, 0, -W]] [dz; dnu; dlam] = [a; b; r]`,
+
+    `W = diag(w)`, `w = s / lam`, solved through its reduction to `z` and `nu`:
+    `dlam = D (M dz - r)` with `D = 1 / (w + delta)`, and the quasi-definite
+    `[[H, E^T], [E, -delta]]`, `H = Q + M^T D M + delta I`, by the Cholesky
+    factorisation `H = L L^T` and that of the Schur complement
+    `Y^T Y + delta I`, `Y = L^-1 E^T` (both positive definite for a convex
+    problem; `delta`, of the order `eps^(3/4)`, keeps them so for a linear
+    program). A solve is two triangular solves with `L` and one with the small
+    Schur factor."""
+
+    chol_h: Array
+    Y: Array
+    chol_s: Array
+    M: Array
+    D: Array
+
+    @classmethod
+    def factor(cls, Q, E, M, w, delta) -> "_ReducedKKT":
+        n, p = Q.shape[0], E.shape[0]
+        D = 1 / (w + delta)
+        H = Q + (M.T * D[None, :]) @ M + delta * jnp.eye(n, dtype=Q.dtype)
+        chol_h = jsp.linalg.cholesky(H, lower=True)
+        Y = jsp.linalg.solve_triangular(chol_h, E.T, lower=True)
+        chol_s = jsp.linalg.cholesky(
+            Y.T @ Y + delta * jnp.eye(p, dtype=Q.dtype), lower=True
+        )
+        return cls(chol_h, Y, chol_s, M, D)
+
+    def solve(self, a, b, r) -> tuple[Array, Array, Array]:
+        u = jsp.linalg.solve_triangular(
+            self.chol_h, a + self.M.T @ (self.D * r), lower=True
+        )
+        dnu = jsp.linalg.cho_solve((self.chol_s, True), self.Y.T @ u - b)
+        dz = jsp.linalg.solve_triangular(
+            self.chol_h, u - self.Y @ dnu, lower=True, trans="T"
+        )
+        dlam = self.D * (self.M @ dz - r)
+        return dz, dnu, dlam
+
+    @staticmethod
+    def residual(Q, E, M, w, rhs, out) -> tuple[Array, Array, Array]:
+        """`rhs` minus the unregularised Newton matrix times `out`."""
+        (a, b, r), (dz, dnu, dlam) = rhs, out
+        return (
+            a - (Q @ dz + E.T @ dnu + M.T @ dlam),
+            b - E @ dz,
+            r - (M @ dz - w * dlam),
+        )
 
 
 def polish_qp(condition, theta, data: QPData, x: tuple, Mz) -> tuple[tuple, Array]:
