@@ -249,7 +249,7 @@ def main():
         batch, n, p, m, repeats = 4, 8, 2, 4, 2
         dtypes, sizes, batches = (jnp.float64,), (5, 10), (1, 4)
     else:
-        batch, n, p, m, repeats = 32, 50, 10, 25, 7
+        batch, n, p, m, repeats = 32, 50, 10, 25, 11
         dtypes, sizes, batches = (
             (jnp.float64, jnp.float32),
             (10, 50, 100, 200, 500),

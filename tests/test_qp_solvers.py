@@ -1,5 +1,5 @@
 """Every forward solver of the QP layer (issue 11): the interior-point method, the
-ADMM, and the external ones (Clarabel, OSQP, CVXPY) give the same primal-dual
+ADMM, and the external ones (Clarabel, OSQP, CVXPY, DAQP, PIQP, HiGHS) give the same primal-dual
 solutions as CVXPY, the exact active-set derivative, the documented derivative at
 degenerate points, and per-element infeasibility codes."""
 
@@ -23,7 +23,15 @@ SOLVERS = {
     "OSQP": ix.solvers.ExternalQP("osqp"),
     "CVXPY": ix.solvers.ExternalQP("cvxpy"),
 }
-EXTERNAL = ("Clarabel", "OSQP", "CVXPY")
+# More external backends: their primal-dual answers (to CVXPY's) and their codes.
+# The derivative is the same rule for every solver, given the same triple: the
+# tests that follow SOLVERS check it.
+ALL_SOLVERS = {
+    **SOLVERS,
+    "DAQP": ix.solvers.ExternalQP("daqp"),
+    "PIQP": ix.solvers.ExternalQP("piqp"),
+    "HiGHS": ix.solvers.ExternalQP("highs"),
+}
 
 
 def _arrays(data, dtype=jnp.float64):
@@ -31,14 +39,14 @@ def _arrays(data, dtype=jnp.float64):
 
 
 def _layer(name, throw=True):
-    return ix.QuadraticProgram(solver=SOLVERS[name], throw=throw)
+    return ix.QuadraticProgram(solver=ALL_SOLVERS[name], throw=throw)
 
 
 def _tangent(shape, seed):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape))
 
 
-@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_solutions_match_cvxpy(name):
     for seed in (0, 1):
         data = random_qp(8, 3, 12, seed)
@@ -48,7 +56,7 @@ def test_solutions_match_cvxpy(name):
             np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_linear_program_matches_cvxpy(name):
     # min c^T z over a polytope (box and random cuts through a known point).
     rng = np.random.default_rng(7)
@@ -150,7 +158,7 @@ def _unbounded():  # min -z_0 over z_0 >= 0, |z_1| <= 1
     )
 
 
-@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize("name", ALL_SOLVERS)
 def test_infeasible_and_unbounded_are_reported(name):
     layer = _layer(name, throw=False)
     assert layer.solve(**_arrays(_infeasible())).result == ix.RESULTS.primal_infeasible

@@ -1,5 +1,5 @@
-"""Quadratic programs solved outside JAX, by Clarabel, OSQP or any solver CVXPY
-reaches, through `jax.pure_callback`. The primal-dual answer is differentiated by
+"""Quadratic programs solved outside JAX, by Clarabel, OSQP, DAQP, PIQP, HiGHS or any
+solver CVXPY reaches, through `jax.pure_callback`. The primal-dual answer is differentiated by
 the rule from [`implicitx.QuadraticKKT`][], never through the external solver."""
 
 import traceback
@@ -121,13 +121,127 @@ def _cvxpy(Q, c, E, d, M, h, settings: dict):
     return z.value, nu, lam, _SOLVED
 
 
-_BACKENDS: dict[str, Callable] = {"clarabel": _clarabel, "osqp": _osqp, "cvxpy": _cvxpy}
+def _daqp(Q, c, E, d, M, h, settings: dict):
+    daqp = require("daqp")
+    p, m = E.shape[0], M.shape[0]
+    # Rows `lower <= A z <= upper`; the equalities have sense 5 (DAQP's "equality").
+    sense = np.concatenate([np.full(p, 5), np.zeros(m)]).astype(np.int32)
+    options = {"primal_tol": 1e-10, **settings}
+    # DAQP's buffers must be writable: copies, never views of JAX's arrays.
+    z, _, flag, info = daqp.solve(
+        np.array(Q, order="C"),
+        np.array(c),
+        np.array(np.vstack([E, M]), order="C"),
+        np.concatenate([d, h]),
+        np.concatenate([d, np.full(m, -1e30)]),
+        sense,
+        **options,
+    )
+    if flag == -1:
+        return None, None, None, _PRIMAL_INFEASIBLE
+    if flag == -3:
+        return None, None, None, _DUAL_INFEASIBLE
+    if flag not in (1, 2):
+        raise RuntimeError(f"DAQP exit flag: {flag}")
+    # DAQP's multipliers have the Lagrangian signs `f + lam^T (A z - b)`: positive
+    # on an active upper bound, as `QuadraticKKT`'s.
+    y = np.asarray(info["lam"])
+    return np.asarray(z), y[:p], y[p:], _SOLVED
+
+
+def _piqp(Q, c, E, d, M, h, settings: dict):
+    piqp = require("piqp")
+    solver = piqp.DenseSolver()
+    solver.settings.verbose = False
+    solver.settings.eps_abs = 1e-10
+    solver.settings.eps_rel = 1e-10
+    for name, value in settings.items():
+        setattr(solver.settings, name, value)
+    solver.setup(
+        np.asfortranarray(Q),
+        np.ascontiguousarray(c),
+        np.asfortranarray(E),
+        np.ascontiguousarray(d),
+        np.asfortranarray(M),
+        None,
+        np.ascontiguousarray(h),
+        None,
+        None,
+    )
+    status = solver.solve()
+    if status == piqp.PIQP_PRIMAL_INFEASIBLE:
+        return None, None, None, _PRIMAL_INFEASIBLE
+    if status == piqp.PIQP_DUAL_INFEASIBLE:
+        return None, None, None, _DUAL_INFEASIBLE
+    if status != piqp.PIQP_SOLVED:
+        raise RuntimeError(f"PIQP status: {status}")
+    result = solver.result
+    return np.asarray(result.x), np.asarray(result.y), np.asarray(result.z_u), _SOLVED
+
+
+def _highs(Q, c, E, d, M, h, settings: dict):
+    highspy = require("highspy")
+    n, p, m = c.shape[0], E.shape[0], M.shape[0]
+    model = highspy.HighsModel()
+    lp = model.lp_
+    lp.num_col_, lp.num_row_ = n, p + m
+    lp.col_cost_ = c
+    lp.col_lower_, lp.col_upper_ = np.full(n, -np.inf), np.full(n, np.inf)
+    lp.row_lower_ = np.concatenate([d, np.full(m, -np.inf)])
+    lp.row_upper_ = np.concatenate([d, h])
+    _csc_into(lp.a_matrix_, np.vstack([E, M]), highspy.MatrixFormat.kColwise)
+    if np.any(Q):
+        model.hessian_.dim_ = n
+        model.hessian_.format_ = highspy.HessianFormat.kTriangular
+        _csc_into(model.hessian_, np.tril(Q))
+    solver = highspy.Highs()
+    options = {"output_flag": False, **settings}
+    for name, value in options.items():
+        solver.setOptionValue(name, value)
+    solver.passModel(model)
+    solver.run()
+    status = solver.getModelStatus()
+    statuses = highspy.HighsModelStatus
+    if status == statuses.kInfeasible:
+        return None, None, None, _PRIMAL_INFEASIBLE
+    if status in (statuses.kUnbounded, statuses.kUnboundedOrInfeasible):
+        return None, None, None, _DUAL_INFEASIBLE
+    if status != statuses.kOptimal:
+        raise RuntimeError(f"HiGHS status: {solver.modelStatusToString(status)}")
+    solution = solver.getSolution()
+    # HiGHS's row duals `y` satisfy `c + Q z - A^T y = 0`: `QuadraticKKT`'s
+    # multipliers are `-y`.
+    y = -np.asarray(solution.row_dual)
+    return np.asarray(solution.col_value), y[:p], y[p:], _SOLVED
+
+
+def _csc_into(target, matrix: np.ndarray, format_=None):
+    """Fills a HiGHS sparse matrix (or Hessian) with `matrix` in column-wise form."""
+    sparse = require("scipy.sparse")
+    csc = sparse.csc_matrix(matrix)
+    if format_ is not None:
+        target.format_ = format_
+    target.start_ = csc.indptr.astype(np.int32)
+    target.index_ = csc.indices.astype(np.int32)
+    target.value_ = csc.data.astype(np.float64)
+
+
+_BACKENDS: dict[str, Callable] = {
+    "clarabel": _clarabel,
+    "osqp": _osqp,
+    "cvxpy": _cvxpy,
+    "daqp": _daqp,
+    "piqp": _piqp,
+    "highs": _highs,
+}
 
 
 class ExternalQP(AbstractSolver):
     """A quadratic program `min 0.5 z^T Q z + c^T z s.t. E z = d, M z <= h` solved on
     the host by an external solver: Clarabel (interior point, the default), OSQP
-    (ADMM, polished) or CVXPY with any solver it has. The condition must be a
+    (ADMM, polished), DAQP (dual active set, for small dense problems), PIQP
+    (proximal interior point, dense), HiGHS (active set for QPs, simplex or
+    interior point for LPs) or CVXPY with any solver it has. The condition must be a
     [`implicitx.QuadraticKKT`][] (as in [`implicitx.QuadraticProgram`][]); the
     answer is the primal-dual triple `(z, nu, lam)`, whose derivatives come from
     the KKT conditions.
@@ -138,17 +252,20 @@ class ExternalQP(AbstractSolver):
     the problem infeasible or unbounded, `RESULTS.external_solver_failed` (with the
     solver's message as a warning) when it fails otherwise or the data contain NaN.
     Needs the backend's package (`clarabel`, `osqp` or `cvxpy`, all installed with
-    `cvxpy`).
+    `cvxpy`; `daqp`, `piqp`, `highspy`; all of them with the `external` extra).
 
     The counterpart of JAXopt's `CvxpyQP` (and, through `backend="osqp"`, of its
     OSQP); see also [`implicitx.solvers.InteriorPointQP`][], which runs inside JAX.
 
     **Arguments:**
 
-    - `backend`: `"clarabel"`, `"osqp"` or `"cvxpy"`.
+    - `backend`: `"clarabel"`, `"osqp"`, `"daqp"`, `"piqp"`, `"highs"` or
+        `"cvxpy"`.
     - `settings`: the backend's options as a dict: Clarabel settings (the defaults
         here ask for tolerances of `1e-10`), OSQP `setup` keywords (here
-        `eps_abs = eps_rel = 1e-10`, polishing on), or `problem.solve` keywords for
+        `eps_abs = eps_rel = 1e-10`, polishing on), `daqp.solve` keywords (here
+        `primal_tol=1e-10`), PIQP settings (here `eps_abs = eps_rel = 1e-10`),
+        HiGHS options (here `output_flag=False`), or `problem.solve` keywords for
         CVXPY (default `solver="CLARABEL"`, at the same tolerances).
     - `polish`: polish the answer in JAX as [`implicitx.solvers.ADMMQP`][] does
         (keeping it only if its KKT residual is smaller). An interior-point answer
