@@ -1,6 +1,7 @@
-"""Quadratic programs solved outside JAX, by Clarabel, OSQP, DAQP, PIQP, HiGHS or any
-solver CVXPY reaches, through `jax.pure_callback`. The primal-dual answer is differentiated by
-the rule from [`implicitx.QuadraticKKT`][], never through the external solver."""
+"""Quadratic programs solved outside JAX, by Clarabel, OSQP, DAQP, PIQP, HiGHS or
+any solver CVXPY reaches, through `jax.pure_callback`. The primal-dual answer is
+differentiated by the rule from [`implicitx.QuadraticKKT`][], never through the
+external solver."""
 
 import traceback
 import warnings
