@@ -1,7 +1,7 @@
 """Every forward solver of the QP layer (issue 11): the interior-point method, the
 ADMM, and the external ones (Clarabel, OSQP, CVXPY, DAQP, PIQP, HiGHS) give the
-same primal-dual solutions as CVXPY, the exact active-set derivative, the documented derivative at
-degenerate points, and per-element infeasibility codes."""
+same primal-dual solutions as CVXPY, the exact active-set derivative, the
+documented derivative at degenerate points, and per-element infeasibility codes."""
 
 import warnings
 
