@@ -217,7 +217,12 @@ class InteriorPointQP(AbstractIterativeSolver[_IPMState]):
         converged, status = self._check(data, z, nu, lam, s, products)
         residuals = _residuals(data, s, products)
         return _IPMState(
-            (z, nu, lam), s, residuals, state.num_steps + 1, converged, status
+            x=(z, nu, lam),
+            s=s,
+            residuals=residuals,
+            num_steps=state.num_steps + 1,
+            converged=converged,
+            status=status,
         )
 
     def _check(self, data: QPData, z, nu, lam, s, products):
