@@ -23,14 +23,15 @@ SOLVERS = {
     "OSQP": ix.solvers.ExternalQP("osqp"),
     "CVXPY": ix.solvers.ExternalQP("cvxpy"),
 }
-# More external backends: their primal-dual answers (to CVXPY's) and their codes.
-# The derivative is the same rule for every solver, given the same triple: the
-# tests that follow SOLVERS check it.
+# More external solvers (MPAX's PDHG runs in JAX): their primal-dual answers (to
+# CVXPY's) and their codes. The derivative is the same rule for every solver, given
+# the same triple: the tests that follow SOLVERS check it (and the MPAX test once).
 ALL_SOLVERS = {
     **SOLVERS,
     "DAQP": ix.solvers.ExternalQP("daqp"),
     "PIQP": ix.solvers.ExternalQP("piqp"),
     "HiGHS": ix.solvers.ExternalQP("highs"),
+    "MPAX": ix.solvers.MPAXQP(),
 }
 
 
@@ -64,7 +65,10 @@ def test_linear_program_matches_cvxpy(name):
     M = np.vstack([rng.standard_normal((m, n)), np.eye(n), -np.eye(n)])
     h = np.concatenate([M[:m] @ rng.uniform(-0.5, 0.5, n) + 0.3, np.ones(2 * n)])
     data = dict(Q=np.zeros((n, n)), c=rng.standard_normal(n), M=M, h=h)
-    sol = _layer(name).solve(**_arrays(data))
+    # MPAX is told that this is a linear program (it cannot see it under jit).
+    solver = ix.solvers.MPAXQP(linear_program=True) if name == "MPAX" else None
+    layer = _layer(name) if solver is None else ix.QuadraticProgram(solver=solver)
+    sol = layer.solve(**_arrays(data))
     assert sol.result == ix.RESULTS.successful
     np.testing.assert_allclose(sol.value[0], cvxpy_qp(**data)[0], atol=1e-6)
 
@@ -158,7 +162,7 @@ def _unbounded():  # min -z_0 over z_0 >= 0, |z_1| <= 1
     )
 
 
-@pytest.mark.parametrize("name", ALL_SOLVERS)
+@pytest.mark.parametrize("name", [k for k in ALL_SOLVERS if k != "MPAX"])
 def test_infeasible_and_unbounded_are_reported(name):
     layer = _layer(name, throw=False)
     assert layer.solve(**_arrays(_infeasible())).result == ix.RESULTS.primal_infeasible
@@ -370,3 +374,22 @@ def test_no_constraints_and_equalities_only(name):
     np.testing.assert_allclose(sol.z, direct(Q, c, E, d).z, atol=1e-7)
     np.testing.assert_allclose(sol.nu, direct(Q, c, E, d).nu, atol=1e-7)
     assert sol.lam.shape == (0,)
+
+
+def test_mpax_gradient_certificates_and_limits():
+    # The exact gradient through MPAX's answer (MPAX has no derivatives of its own).
+    theta = _arrays(random_qp(8, 3, 12, 2))
+    layer = _layer("MPAX")
+    active = np.asarray(theta["h"] - theta["M"] @ layer(**theta).z) < 1e-7
+    weights = _tangent(8, 9)
+    grads = jax.grad(lambda t: weights @ layer(**t).z)(theta)
+    expected = jax.grad(lambda t: weights @ active_set_qp(t, active))(theta)
+    for k in theta:
+        np.testing.assert_allclose(grads[k], expected[k], rtol=1e-6, atol=1e-9)
+    # MPAX looks for certificates only in linear programs (`linear_program=True`);
+    # a nonzero Q in that mode is refused.
+    lp = ix.QuadraticProgram(solver=ix.solvers.MPAXQP(linear_program=True), throw=False)
+    infeasible = {**_infeasible(), "Q": np.zeros((2, 2))}
+    assert lp.solve(**_arrays(infeasible)).result == ix.RESULTS.primal_infeasible
+    nonzero_q = lp.solve(**_arrays(_infeasible())).result
+    assert nonzero_q == ix.RESULTS.external_solver_failed

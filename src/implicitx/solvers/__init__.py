@@ -23,6 +23,7 @@ from ._fixed_point import (
     PicardIteration as PicardIteration,
 )
 from ._function import FunctionSolver as FunctionSolver
+from ._mpax_qp import MPAXQP as MPAXQP
 from ._optimistix import (
     OptimistixFixedPoint as OptimistixFixedPoint,
     OptimistixLeastSquares as OptimistixLeastSquares,
