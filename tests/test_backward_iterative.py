@@ -64,9 +64,14 @@ def test_bicgstab_false_success_is_refused(throw):
         assert np.all(np.isnan(np.asarray(_tangent(bicgstab, throw=False))))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize(
-    "d, free, user", [(150, 10, False), (150, 10, True), (600, 30, False)]
+    "dtype, d, free, user",
+    [
+        (jnp.float32, 150, 10, False),
+        (jnp.float64, 150, 10, False),
+        (jnp.float64, 150, 10, True),
+        (jnp.float32, 600, 30, False),
+    ],
 )
 def test_default_krylov_on_boundary_heavy_projected_gradient(dtype, d, free, user):
     # Non-negative quadratic program with few free coordinates: A is the identity

@@ -16,18 +16,20 @@ from .helpers import finite_difference_jvp, raises_runtime
 from .problems import active_set_qp, cvxpy_qp, random_qp
 
 
+# The solvers in JAX and one on the host: every test.
 SOLVERS = {
     "interior point": ix.solvers.InteriorPointQP(),
     "ADMM": ix.solvers.ADMMQP(),
     "Clarabel": ix.solvers.ExternalQP("clarabel"),
-    "OSQP": ix.solvers.ExternalQP("osqp"),
-    "CVXPY": ix.solvers.ExternalQP("cvxpy"),
 }
-# More external solvers (MPAX's PDHG runs in JAX): their primal-dual answers (to
-# CVXPY's) and their codes. The derivative is the same rule for every solver, given
-# the same triple: the tests that follow SOLVERS check it (and the MPAX test once).
+# The other external solvers (and MPAX's PDHG, in JAX): their primal-dual answers
+# (to CVXPY's) and their codes. The derivative is the same rule for every solver,
+# given the same triple (host answers are polished in JAX by the same code as
+# ADMMQP's): the tests that follow SOLVERS check it, and the MPAX test once.
 ALL_SOLVERS = {
     **SOLVERS,
+    "OSQP": ix.solvers.ExternalQP("osqp"),
+    "CVXPY": ix.solvers.ExternalQP("cvxpy"),
     "DAQP": ix.solvers.ExternalQP("daqp"),
     "PIQP": ix.solvers.ExternalQP("piqp"),
     "HiGHS": ix.solvers.ExternalQP("highs"),
