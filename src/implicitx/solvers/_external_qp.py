@@ -18,7 +18,7 @@ from .._solution import Solution
 from .._while_loops import lax_while_loop
 from ._base import AbstractSolver
 from ._external import require
-from ._qp import polish_qp, qp_data_of
+from ._qp import polish_qp, qp_data_of, result_of
 
 
 _CLARABEL_TIGHT = dict(
@@ -321,18 +321,14 @@ class ExternalQP(AbstractSolver):
             host, shapes, data.Q, data.c, data.E, data.d, data.M, data.h,
             vmap_method="sequential",
         )  # fmt: skip
-        result = RESULTS.where(
-            code == _SOLVED,
-            RESULTS.successful,  # pyright: ignore[reportArgumentType]
-            RESULTS.where(
-                code == _PRIMAL_INFEASIBLE,
-                RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
-                RESULTS.where(
-                    code == _DUAL_INFEASIBLE,
-                    RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
-                    RESULTS.external_solver_failed,  # pyright: ignore[reportArgumentType]
-                ),
-            ),
+        result = result_of(
+            code,
+            {
+                _SOLVED: RESULTS.successful,
+                _PRIMAL_INFEASIBLE: RESULTS.primal_infeasible,
+                _DUAL_INFEASIBLE: RESULTS.dual_infeasible,
+            },
+            RESULTS.external_solver_failed,
         )
         value, stats = (z, nu, lam), {}
         if self.polish:

@@ -13,7 +13,7 @@ from .._solution import Solution
 from .._while_loops import lax_while_loop
 from ._base import AbstractSolver
 from ._external import require
-from ._qp import polish_qp, qp_data_of
+from ._qp import polish_qp, qp_data_of, result_of
 
 
 # MPAX's `TerminationStatus` values.
@@ -85,22 +85,15 @@ class MPAXQP(AbstractSolver):
         status = out.termination_status
         if self.linear_program:
             status = jnp.where(jnp.any(data.Q != 0), -1, status)
-        result = RESULTS.where(
-            status == _OPTIMAL,
-            RESULTS.successful,  # pyright: ignore[reportArgumentType]
-            RESULTS.where(
-                status == _PRIMAL_INFEASIBLE,
-                RESULTS.primal_infeasible,  # pyright: ignore[reportArgumentType]
-                RESULTS.where(
-                    status == _DUAL_INFEASIBLE,
-                    RESULTS.dual_infeasible,  # pyright: ignore[reportArgumentType]
-                    RESULTS.where(
-                        status == _ITERATION_LIMIT,
-                        RESULTS.nonlinear_max_steps_reached,  # pyright: ignore[reportArgumentType]
-                        RESULTS.external_solver_failed,  # pyright: ignore[reportArgumentType]
-                    ),
-                ),
-            ),
+        result = result_of(
+            status,
+            {
+                _OPTIMAL: RESULTS.successful,
+                _PRIMAL_INFEASIBLE: RESULTS.primal_infeasible,
+                _DUAL_INFEASIBLE: RESULTS.dual_infeasible,
+                _ITERATION_LIMIT: RESULTS.nonlinear_max_steps_reached,
+            },
+            RESULTS.external_solver_failed,
         )
         value = (z, nu, lam)
         stats = {"num_steps": out.iteration_count}

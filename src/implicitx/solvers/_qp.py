@@ -1,6 +1,8 @@
 """Forward solvers of quadratic programs: a direct KKT solve for equality-constrained
 problems, and a dense primal-dual interior-point method."""
 
+from typing import Any
+
 import equinox as eqx
 import jax.numpy as jnp
 import jax.scipy as jsp
@@ -44,6 +46,15 @@ def certified(done, result, status) -> tuple[Array, RESULTS]:
         ),
     )
     return done | (status != 0), result
+
+
+def result_of(code, codes: dict[int, Any], otherwise: Any) -> RESULTS:
+    """The result whose entry in `codes` is the (traced) integer `code`, or
+    `otherwise`: an external solver's status as a result code."""
+    result = otherwise
+    for value, mapped in codes.items():
+        result = RESULTS.where(code == value, mapped, result)
+    return result
 
 
 def symmetric(Q: Array) -> Array:
