@@ -11,10 +11,11 @@ and where the constraints bind. Gradients flow through `ix.QuadraticProgram` by
 implicit differentiation of its KKT conditions (exact, with the active set of each
 sample), batched with `jax.vmap`; one gradient is checked against finite differences.
 
-Run: python examples/optnet_layer.py [--steps N] [--quick]
+Run: python examples/optnet_layer.py [--steps N] [--quick] [--out DIR]
 """
 
 import argparse
+import json
 import pathlib
 import time
 
@@ -35,6 +36,7 @@ plt.switch_backend("Agg")  # write files, open no window
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--steps", type=int, default=None, help="outer steps (300)")
 parser.add_argument("--quick", action="store_true", help="30 steps, for CI")
+parser.add_argument("--out", type=pathlib.Path, default=None, help="output folder")
 args = parser.parse_args()
 steps = args.steps if args.steps is not None else (30 if args.quick else 300)
 
@@ -128,8 +130,8 @@ print(f"max constraint violation {violation:.1e}")
 print(f"gradient vs finite differences: relative error {fd_error:.1e}")
 print(f"time per step: {1e3 * elapsed / steps:.1f} ms (first step includes compiling)")
 
-out = pathlib.Path(__file__).parent / "out"
-out.mkdir(exist_ok=True)
+out = args.out or pathlib.Path(__file__).parent / "out"
+out.mkdir(parents=True, exist_ok=True)
 fig, ax = plt.subplots(figsize=(5, 3.5))
 ax.semilogy(history)
 ax.set_xlabel("Adam step")
@@ -138,4 +140,13 @@ ax.set_title("OptNet-style QP layer (implicit gradients)")
 fig.tight_layout()
 path = out / "optnet_layer.png"
 fig.savefig(path, dpi=120)
+results = {
+    "train_loss_start": history[0],
+    "train_loss_final": history[-1],
+    "test_loss_start": test_before,
+    "test_loss_final": test_after,
+    "fd_error": fd_error,
+    "max_violation": violation,
+}
+(out / "optnet_layer.json").write_text(json.dumps(results, indent=1))
 print(f"Saved {path}")
