@@ -216,7 +216,7 @@ adjoints = {
     "implicit": ix.ImplicitAdjoint(inexact=True),
     "unrolled": ix.UnrolledAdjoint(),
 }
-sizes = (20,) if args.quick else (50, 200, 800, 3200)
+sizes = (20,) if args.quick else (50, 200, 800, 2000)
 timings = {(kind, how): [] for kind in kinds for how in adjoints}
 gaps = []  # max |implicit - unrolled| relative, per size: both are the hypergradient
 for p_size in tqdm(sizes, desc="runtime vs features", disable=None):
