@@ -140,6 +140,21 @@ def test_solution_record_and_jit():
     assert_tree_allclose(grad, jnp.sum(closed_form_jacobian(THETA)), rtol=1e-7)
 
 
+def test_python_float_parameters_compile_once():
+    # Called eagerly with Python floats, the solve is compiled for the first value
+    # only (a float is an input of the compiled program, not a constant of it).
+    traces = []
+
+    def solver(theta, x0):
+        traces.append(theta)  # runs when traced, not when the compiled code runs
+        return ridge_closed_form(X, y, theta)
+
+    argmin = ix.ImplicitArgmin(ix.Stationarity(f), ix.solvers.FunctionSolver(solver))
+    for theta in (1.0, 2.0, 3.0):
+        np.testing.assert_allclose(argmin(theta), ridge_closed_form(X, y, theta))
+    assert len(traces) == 1
+
+
 def test_logistic_regression_hypergradient_against_finite_differences():
     Xl, yl = logistic_data()
     objective = lambda x, theta: logistic_objective(x, theta, Xl, yl)

@@ -139,6 +139,22 @@ def test_singular_gmres_raises(n, mode):
         jax.block_until_ready(mode(_valley_solver(n, _GMRES))(1.0))
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_singular_gmres_that_breaks_down_raises(jit):
+    # Least squares with 5 samples and 10 unknowns: A = X^T X has rank 5, below
+    # GMRES's restart (20), so its Krylov space degenerates: the main solve reports
+    # stagnation yet leaves a small residual (one of many solutions), and the probe's
+    # final stage does not converge. Neither may pass for a derivative.
+    X = jax.random.normal(jax.random.key(0), (5, 10))
+    y = jax.random.normal(jax.random.key(1), (5,))
+    fn = ix.custom_root(
+        jax.grad(lambda w, s: 0.5 * jnp.sum((X @ w - s * y) ** 2)), linear_solver=_GMRES
+    )(lambda s: jnp.linalg.pinv(X) @ (s * y))
+    jacobian = jax.jacfwd(fn)
+    with raises_runtime("singular"):
+        jax.block_until_ready((jax.jit(jacobian) if jit else jacobian)(1.0))
+
+
 @pytest.mark.parametrize("n", [2, 8, 600])
 def test_singular_krylov_reverse_mode(n):
     # Reverse mode runs no uniqueness probe when its solve succeeds: a loss that does

@@ -92,7 +92,10 @@ class ImplicitArgmin(eqx.Module):
         """
         # Compiled as one program (inlined when already inside `jit`): called eagerly,
         # the many small operations of the rule would otherwise each be dispatched and
-        # compiled one by one, which costs seconds on a first call.
+        # compiled one by one, which costs seconds on a first call. Python floats
+        # become arrays first: `filter_jit` would otherwise compile again for every
+        # new value.
+        theta, x0 = inexact_leaves_asarray((theta, x0))
         return _solve_jit(self, theta, x0)
 
     def _solve(

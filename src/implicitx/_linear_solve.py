@@ -220,7 +220,7 @@ def _condition_ok(operator, solver, state, norm, max_condition):
     return estimate <= max_condition  # NaN counts as singular
 
 
-def _krylov_nonsingular(operator, solver):
+def _krylov_nonsingular(operator, solver, evidence: bool = True):
     """Whether a Krylov method sees `A` as nonsingular: it must recover a fixed probe
     `p` from `A p`. On a singular `A`, a consistent right-hand side is solved by
     *some* solution (GMRES and CG give the one of least norm), with a small residual:
@@ -243,6 +243,11 @@ def _krylov_nonsingular(operator, solver):
         `cond(A) < 0.01 / (sqrt(n) rtol)`); what is left is a null vector.
 
     (Under `jax.vmap` both stages run, as `lax.cond` becomes a select.)
+
+    With `evidence=True` (forward mode, where the answer is accepted only if `A` is
+    shown nonsingular) a probe that does not converge at the solver's tolerance
+    does not clear `A`; with `evidence=False` (naming why a solve failed) only a
+    converged probe that misses `p` counts as a null vector.
     """
     size = operator.in_size()
     threshold = max(float(solver.rtol) ** 0.5, 0.01 / size**0.5)
@@ -257,11 +262,16 @@ def _krylov_nonsingular(operator, solver):
     bound = threshold * max_abs(probe)
 
     def verdict(sol):
-        # Only a probe solve that converged is evidence (in float32, CG may break
-        # down on it by rounding); the answer itself is still verified by its
-        # residual.
+        # The loose stage clears `A` only by recovering the probe. The final stage,
+        # at the solver's own tolerance, must also converge: a Krylov method that
+        # cannot solve `A t = A p` (GMRES breaks down on a singular `A` whose Krylov
+        # space degenerates) gives no evidence that `A` is nonsingular, and the main
+        # solve's answer may then be one of many solutions, which its residual
+        # cannot tell apart.
         error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
         converged = sol.result == lx.RESULTS.successful
+        if evidence:
+            return converged & (error <= bound), sol.value
         return jnp.logical_not(converged) | (error <= bound), sol.value
 
     cleared, first = verdict(lx.linear_solve(operator, image, loose, throw=False))
@@ -286,7 +296,7 @@ def _diagnose_singular(operator, solver, result):
     failed = result != RESULTS.successful
 
     def named():
-        singular = jnp.logical_not(_krylov_nonsingular(operator, solver))
+        singular = jnp.logical_not(_krylov_nonsingular(operator, solver, False))
         return RESULTS.where(singular, RESULTS.adjoint_singular, result)
 
     return lax.cond(failed, named, lambda: result)
@@ -340,13 +350,8 @@ def _solve_one(system: _System, vector, solver, unique, max_condition, ok_extra)
             dtype = jnp.result_type(b_norm)
             return float(jnp.finfo(dtype).eps) ** 0.5 * (at_norm + b_norm)
 
-    result = RESULTS.where(
-        (result == RESULTS.successful) & jnp.logical_not(ok),
-        RESULTS.adjoint_singular,
-        result,
-    )
     if not unique:  # a pseudo-inverse (least-squares) answer asked for explicitly
-        return value, result
+        return value, _singular_unless(ok, result)
     if system.true and type(solver) is lx.GMRES:
         # GMRES stops on the true residual `b - A y` of the operator it was given
         # (no preconditioner here): once it reports success, that is the check.
@@ -368,7 +373,18 @@ def _solve_one(system: _System, vector, solver, unique, max_condition, ok_extra)
             result,
         ),
     )
-    return value, result
+    # Last: no verified residual overrides a singular verdict (a residual cannot
+    # tell one of many solutions from the derivative).
+    return value, _singular_unless(ok, result)
+
+
+def _singular_unless(ok, result):
+    """`result`, or `adjoint_singular` where it is successful but `ok` is false."""
+    return RESULTS.where(
+        (result == RESULTS.successful) & jnp.logical_not(ok),
+        RESULTS.adjoint_singular,
+        result,
+    )
 
 
 def _is_accepted(result) -> jax.Array:
