@@ -28,10 +28,11 @@ API_MEMBERS = ("implicitx.ImplicitArgmin", "__call__", "solve", "implicitx.Solut
 
 
 def serve(site: pathlib.Path) -> tuple[http.server.ThreadingHTTPServer, str]:
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(site)
-    )
-    handler.log_message = lambda *args: None  # quiet
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format, *args):  # noqa: A002
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
@@ -65,7 +66,11 @@ def check_page(page, url: str, name: str, failures: list[str]) -> None:
 def check_search(page, url: str, failures: list[str]) -> None:
     page.goto(url, wait_until="networkidle")
     page.locator("label.md-search__icon, .md-search__input").first.click()
-    page.locator("input.md-search__input").fill("custom_root")
+    search = page.locator("input.md-search__input")
+    search.focus()
+    # Typed key by key, as a user would: the search listens to keyboard events, and
+    # its index loads in a web worker.
+    search.press_sequentially("custom_root", delay=50)
     results = page.locator(".md-search-result__item")
     try:
         results.first.wait_for(timeout=15_000)
