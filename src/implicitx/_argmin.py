@@ -101,10 +101,8 @@ class ImplicitArgmin(eqx.Module):
     def _solve(
         self, theta: PyTree[ArrayLike], x0: PyTree[ArrayLike] | None = None
     ) -> Solution:
-        theta = inexact_leaves_asarray(theta)
         if x0 is None:
-            x0 = self.x0
-        x0 = inexact_leaves_asarray(x0)
+            x0 = inexact_leaves_asarray(self.x0)  # (`theta` and `x0`: in `solve`)
         condition, solver, adjoint = self.condition, self.solver, self.adjoint
         name = type(condition).__name__
 

@@ -262,12 +262,11 @@ def _krylov_nonsingular(operator, solver, evidence: bool = True):
     bound = threshold * max_abs(probe)
 
     def verdict(sol):
-        # The loose stage clears `A` only by recovering the probe. The final stage,
-        # at the solver's own tolerance, must also converge: a Krylov method that
-        # cannot solve `A t = A p` (GMRES breaks down on a singular `A` whose Krylov
-        # space degenerates) gives no evidence that `A` is nonsingular, and the main
-        # solve's answer may then be one of many solutions, which its residual
-        # cannot tell apart.
+        # As evidence, a stage clears `A` only by converging and recovering the
+        # probe (an unconverged loose stage hands over to the final one): a Krylov
+        # method that cannot solve `A t = A p` (GMRES breaks down on a singular `A`
+        # whose Krylov space degenerates) shows nothing, and the main solve's answer
+        # may then be one of many solutions, which its residual cannot tell apart.
         error = max_abs(jax.tree_util.tree_map(jnp.subtract, sol.value, probe))
         converged = sol.result == lx.RESULTS.successful
         if evidence:
