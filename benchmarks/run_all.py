@@ -423,20 +423,49 @@ def write_headline() -> str:
     return text
 
 
+def run_scripts(options: list[str], jobs: int) -> None:
+    """Runs every script, `jobs` at a time; each one's output is printed when it ends
+    (a failing script stops the run with its output shown)."""
+    waiting = list(SCRIPTS)
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while waiting or running:
+        while waiting and len(running) < jobs:
+            script = waiting.pop(0)
+            process = subprocess.Popen(
+                [sys.executable, script, *options],
+                cwd=HERE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            running.append((script, process, time.perf_counter()))
+        script, process, start = running.pop(0)
+        output, _ = process.communicate()
+        print(f"== {' '.join([script, *options])}\n{output}", end="", flush=True)
+        if process.returncode != 0:
+            for _, other, _ in running:
+                other.kill()
+            raise subprocess.CalledProcessError(process.returncode, script)
+        print(f"== {script}: {time.perf_counter() - start:.0f} s", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
     parser.add_argument(
         "--headline-only", action="store_true", help="rebuild the headline table"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="scripts run at once (with --quick only: timings need a quiet machine)",
+    )
     args = parser.parse_args()
+    if args.jobs > 1 and not args.quick:
+        parser.error("--jobs > 1 needs --quick: the full runs time things")
     if not args.headline_only:
-        for script in SCRIPTS:
-            command = [sys.executable, script] + (["--quick"] if args.quick else [])
-            print(f"== {' '.join(command[1:])}", flush=True)
-            start = time.perf_counter()
-            subprocess.run(command, cwd=HERE, check=True)
-            print(f"== {script}: {time.perf_counter() - start:.0f} s", flush=True)
+        run_scripts(["--quick"] if args.quick else [], args.jobs)
         check_tables(quick=args.quick)
     if not args.quick:
         # The docs show the figures: copy them where mkdocs finds them.

@@ -2,7 +2,8 @@
 
 The backward systems of projected/proximal fixed points are the identity plus a
 low-rank part. On such systems lineax's Krylov methods may report a failure with an
-exact answer (GMRES: stagnation) or success with a wrong one (BiCGStab).
+exact answer (GMRES: stagnation) or success with a wrong one (BiCGStab, depending
+on rounding).
 """
 
 import equinox as eqx
@@ -17,7 +18,7 @@ import implicitx as ix
 
 def _identity_plus_low_rank():
     # Found by search: float32 GMRES stagnates on this system after reaching its
-    # solution, and BiCGStab reports success at a 0.3% residual.
+    # solution.
     rng = np.random.default_rng(29)
     n, rank, scale = 200, int(rng.integers(0, 6)), rng.uniform(0.1, 3)
     U, V = rng.standard_normal((n, rank)), rng.standard_normal((n, rank))
@@ -48,20 +49,30 @@ def test_gmres_stagnation_after_convergence_is_accepted():
     assert error < 1e-4
 
 
+class _ClaimsSuccess(lx.BiCGStab):
+    """BiCGStab that reports success whatever its residual. lineax's BiCGStab does
+    so on some systems of this kind, depending on rounding (it did on the one above
+    under jaxlib 0.10.2): stopped after a few steps, this one always does."""
+
+    def compute(self, state, vector, options):
+        value, _, stats = super().compute(state, vector, options)
+        return value, lx.RESULTS.successful, stats
+
+
 @pytest.mark.parametrize("throw", [True, False])
-def test_bicgstab_false_success_is_refused(throw):
+def test_krylov_false_success_is_refused(throw):
     matrix, b = _identity_plus_low_rank()
-    bicgstab = lx.BiCGStab(rtol=1e-5, atol=1e-5)
+    solver = _ClaimsSuccess(rtol=1e-5, atol=1e-5, max_steps=2)
     operator = lx.MatrixLinearOperator(jnp.asarray(matrix, jnp.float32))
-    raw = lx.linear_solve(operator, jnp.asarray(b, jnp.float32), bicgstab, throw=False)
-    assert raw.result == lx.RESULTS.successful  # lineax claims success ...
+    raw = lx.linear_solve(operator, jnp.asarray(b, jnp.float32), solver, throw=False)
+    assert raw.result == lx.RESULTS.successful  # the solver claims success ...
     residual = matrix @ np.asarray(raw.value, np.float64) - b
     assert np.max(np.abs(residual)) > 1e-3 * np.max(np.abs(b))  # ... but is wrong
     if throw:
         with pytest.raises((eqx.EquinoxRuntimeError, jax.errors.JaxRuntimeError)):
-            _tangent(bicgstab, throw=True)
+            _tangent(solver, throw=True)
     else:
-        assert np.all(np.isnan(np.asarray(_tangent(bicgstab, throw=False))))
+        assert np.all(np.isnan(np.asarray(_tangent(solver, throw=False))))
 
 
 @pytest.mark.parametrize(

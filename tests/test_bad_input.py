@@ -230,6 +230,34 @@ def test_singular_gmres_vmapped_cotangents_raise():
         jax.block_until_ready(jax.jacrev(lambda t: jnp.tile(fn(t), 2))(1.0))
 
 
+def test_reverse_mode_probe_runs_only_for_a_failed_solve(monkeypatch):
+    # Reverse mode names a failed Krylov solve by the uniqueness probe. Under
+    # `jax.jacrev` (the cotangents vmapped) the probe must still run only when a
+    # solve failed, not once per cotangent whatever the outcome: a batched `lax.cond`
+    # runs both branches.
+    import implicitx._linear_solve as linear_solve
+
+    runs = []
+    probe = linear_solve._krylov_nonsingular
+
+    def counted(*args, **kwargs):
+        jax.debug.callback(lambda: runs.append(1))
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(linear_solve, "_krylov_nonsingular", counted)
+    M = jnp.asarray(np.diag(np.arange(1.0, 9.0)))
+    fn = ix.custom_root(lambda x, t: M @ x - t, linear_solver=_GMRES)(
+        lambda t: t / jnp.diag(M)
+    )
+    theta = jnp.arange(1.0, 9.0)
+    jacobian = jax.block_until_ready(jax.jit(jax.jacrev(fn))(theta))
+    assert_tree_allclose(jacobian, jnp.diag(1.0 / jnp.diag(M)), rtol=1e-9)
+    assert runs == []
+    with raises_runtime("singular"):  # a failed solve is still named under vmap
+        jax.block_until_ready(jax.jit(jax.jacrev(_valley_solver(8, _GMRES)))(1.0))
+    assert runs
+
+
 def test_singular_pseudo_inverse_still_on_request():
     fn = _valley_solver(4, lx.SVD())
     assert_tree_allclose(jax.jacfwd(fn)(1.0), jnp.full(4, 0.25))

@@ -51,3 +51,12 @@ from ._tags import (
 
 
 __version__ = _metadata.version("implicitx")
+
+
+def _check_platform() -> None:
+    from ._platform import warn_if_known_bad
+
+    warn_if_known_bad(_metadata.version("jaxlib"))
+
+
+_check_platform()

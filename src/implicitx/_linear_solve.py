@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.flatten_util as jfu
 import jax.lax as lax
@@ -242,8 +243,6 @@ def _krylov_nonsingular(operator, solver, evidence: bool = True):
         can compute (its error is then `cond(A) rtol`, below the threshold while
         `cond(A) < 0.01 / (sqrt(n) rtol)`); what is left is a null vector.
 
-    (Under `jax.vmap` both stages run, as `lax.cond` becomes a select.)
-
     With `evidence=True` (forward mode, where the answer is accepted only if `A` is
     shown nonsingular) a probe that does not converge at the solver's tolerance
     does not clear `A`; with `evidence=False` (naming why a solve failed) only a
@@ -282,7 +281,10 @@ def _krylov_nonsingular(operator, solver, evidence: bool = True):
 
     if loose is solver:  # the first stage was already at the solver's tolerance
         return cleared
-    return lax.cond(cleared, lambda: jnp.asarray(True), continued)
+    # (For a batch of operators, the second stage runs if one of them needs it.)
+    return lax.cond(
+        eqxi.unvmap_all(cleared), lambda: cleared, lambda: cleared | continued()
+    )
 
 
 def _diagnose_singular(operator, solver, result):
@@ -296,9 +298,12 @@ def _diagnose_singular(operator, solver, result):
 
     def named():
         singular = jnp.logical_not(_krylov_nonsingular(operator, solver, False))
-        return RESULTS.where(singular, RESULTS.adjoint_singular, result)
+        return RESULTS.where(failed & singular, RESULTS.adjoint_singular, result)
 
-    return lax.cond(failed, named, lambda: result)
+    # Under `jax.vmap` over cotangents (`jax.jacrev`) `failed` is batched, and a
+    # batched `lax.cond` becomes a select that runs the probe at every call: it runs
+    # only if some solve of the batch failed.
+    return lax.cond(eqxi.unvmap_any(failed), named, lambda: result)
 
 
 _PROBE_RESTART = 5
