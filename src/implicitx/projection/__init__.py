@@ -19,6 +19,7 @@ from ._l2 import L2Ball as L2Ball, L2Sphere as L2Sphere
 from ._linf import LInfBall as LInfBall
 from ._orthant import NonNegative as NonNegative
 from ._polyhedron import Polyhedron as Polyhedron
+from ._power_cone import PowerCone as PowerCone
 from ._simplex import Simplex as Simplex, SparseSimplex as SparseSimplex
 from ._transport import (
     BirkhoffPolytope as BirkhoffPolytope,
