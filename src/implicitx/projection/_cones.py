@@ -232,26 +232,32 @@ def _root_residual(rho: Array, theta) -> Array:
     return _newton_scaled_residual(rho, theta[0])
 
 
-def _exp_root_solver(dtype) -> Polished:
-    """Bisection (optimistix) in the bracket above, on the relative Newton step (its
-    stopping rule tests the size of the function); then a few Newton steps (kept in
-    the bracket), accepted only if they reduce the residual, as bisection stops at a
-    tolerance above rounding. The bracket can be as wide as `r0 / s0` (up to ~1e308
-    in float64): bisection needs log2(width / tolerance) steps, at most about
-    1024 + 60; it stops early as usual."""
+def bracketed_root_solver(dtype, max_steps: int, options, error) -> Polished:
+    """The forward solver of a scalar root in a bracket (`options(theta)` gives its
+    `lower` and `upper` ends): bisection (optimistix) on the relative Newton step (its
+    stopping rule tests the size of the function), then a few Newton steps (kept in
+    the bracket), accepted only if they reduce `error`, as bisection stops at a
+    tolerance above rounding. Bisection needs log2(width / tolerance) steps; it stops
+    early as usual. Shared by the exponential and power cones."""
     tol = float(jnp.finfo(dtype).eps) ** 0.75
     return Polished(
         coarse=OptimistixRootFinder(
             optx.Bisection(rtol=tol, atol=tol, flip=False),
-            max_steps=1100,
-            options=_bracket_options,
+            max_steps=max_steps,
+            options=options,
         ),
         polish=OptimistixRootFinder(
-            optx.Newton(rtol=tol, atol=tol), max_steps=3, options=_bracket_options
+            optx.Newton(rtol=tol, atol=tol), max_steps=3, options=options
         ),
-        error=_residual_size,
+        error=error,
         max_error=None,
     )
+
+
+def _exp_root_solver(dtype) -> Polished:
+    """The bracket can be as wide as `r0 / s0` (up to ~1e308 in float64): at most
+    about 1024 + 60 bisection steps."""
+    return bracketed_root_solver(dtype, 1100, _bracket_options, _residual_size)
 
 
 # The root `rho` of the relative Newton step: that of `h`, with its derivatives.

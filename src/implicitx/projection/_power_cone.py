@@ -3,7 +3,6 @@
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx
 from jaxtyping import Array, ArrayLike, Bool, Float, Scalar
 
 from .._argmin import ImplicitArgmin
@@ -15,7 +14,8 @@ from .._operator_base import (
     hyperparameter,
     nan_unless,
 )
-from ..solvers import OptimistixRootFinder, Polished
+from ..solvers import Polished
+from ._cones import bracketed_root_solver
 
 
 # --------------------------------------------------------------------------------------
@@ -125,25 +125,9 @@ def _root_residual(r: Array, theta) -> Array:
 
 
 def _power_root_solver(dtype) -> Polished:
-    """Bisection (optimistix) in `[0, |z0|]`, on the relative Newton step (its
-    stopping rule tests the size of the function); then a few Newton steps (kept in
-    the bracket), accepted only if they reduce the residual, as bisection stops at a
-    tolerance above rounding. The point is scaled to entries of order one and
-    `|z0| >= eps` relative to them, so bisection needs about log2(1 / tolerance)
-    steps (40 in float64); it stops early as usual."""
-    tol = float(jnp.finfo(dtype).eps) ** 0.75
-    return Polished(
-        coarse=OptimistixRootFinder(
-            optx.Bisection(rtol=tol, atol=tol, flip=False),
-            max_steps=256,
-            options=_bracket_options,
-        ),
-        polish=OptimistixRootFinder(
-            optx.Newton(rtol=tol, atol=tol), max_steps=3, options=_bracket_options
-        ),
-        error=_residual_size,
-        max_error=None,
-    )
+    """The point is scaled to entries of order one and `|z0| >= eps` relative to
+    them, so bisection needs about log2(1 / tolerance) steps (40 in float64)."""
+    return bracketed_root_solver(dtype, 256, _bracket_options, _residual_size)
 
 
 def _increasing_residual(r: Array, theta) -> Array:
